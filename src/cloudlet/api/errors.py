@@ -1,0 +1,122 @@
+"""The one place where errors become HTTP responses, always in OpenAI's envelope:
+
+    {"error": {"message": ..., "type": ..., "param": ..., "code": ...}}
+
+Our own errors carry their status, type and code (see :mod:`cloudlet.errors`); the framework's
+(validation, unknown route, wrong method) are mapped here; anything else is a 500 whose details
+go to the log, never to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cloudlet.errors import CloudletError
+
+log = logging.getLogger(__name__)
+
+_HTTP_TYPES = {401: "authentication_error", 403: "permission_error", 404: "invalid_request_error"}
+
+
+def envelope(
+    message: str, type_: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def error_body(exc: CloudletError) -> dict[str, Any]:
+    return envelope(exc.message, exc.type, exc.param, exc.code)
+
+
+def error_response(exc: CloudletError) -> JSONResponse:
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+    return JSONResponse(error_body(exc), status_code=exc.status, headers=headers)
+
+
+async def _cloudlet_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CloudletError)
+    return error_response(exc)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    first: dict[str, Any] = dict(errors[0]) if errors else {"loc": (), "msg": "invalid request"}
+    loc = _common_loc([e["loc"] for e in errors if e["loc"][:2] == first["loc"][:2]])
+    param = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or None
+    if first.get("type") == "json_invalid" or (not loc and first.get("type") != "missing"):
+        message = (
+            "We could not parse the JSON body of your request: "
+            f"{first.get('ctx', {}).get('error', first['msg'])}. "
+            "Send a JSON object with Content-Type: application/json."
+        )
+        param = None
+    elif param is None:
+        message = f"Invalid request body: {first['msg']}"
+    else:
+        message = f"Invalid value for '{param}': {first['msg']}"
+    others = len({tuple(e["loc"][:2]) for e in errors}) - 1
+    if others:
+        message += f" (and {others} more problem{'s' if others > 1 else ''})"
+    return JSONResponse(envelope(message, "invalid_request_error", param), status_code=400)
+
+
+def _common_loc(locs: list[tuple[int | str, ...]]) -> list[int | str]:
+    """The field path shared by all errors of one field: a union's failed branches add their
+    type names (``stop.str``, ``stop.list[str]``); the client only needs ``stop``."""
+    common = list(locs[0]) if locs else []
+    for loc in locs[1:]:
+        n = 0
+        while n < min(len(common), len(loc)) and common[n] == loc[n]:
+            n += 1
+        common = common[:n]
+    return [p for p in common if p != "body"]
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        message = f"Invalid URL ({request.method} {request.url.path})"
+    elif exc.status_code == 405:
+        message = f"Method {request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    type_ = _HTTP_TYPES.get(exc.status_code, "invalid_request_error")
+    if exc.status_code >= 500:
+        type_ = "server_error"
+    return JSONResponse(envelope(message, type_), status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(
+        envelope("The server had an error while processing your request.", "server_error"),
+        status_code=500,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(CloudletError, _cloudlet_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+    }
+    for status, description in [
+        (400, "Invalid request (bad JSON, invalid field, context length exceeded)"),
+        (404, "Unknown model"),
+        (413, "Request body too large"),
+        (503, "Engine overloaded or not ready; see Retry-After"),
+    ]
+}

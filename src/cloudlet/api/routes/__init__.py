@@ -1,0 +1,1 @@
+"""One thin module per endpoint group: parse, call the gateway, shape the response."""

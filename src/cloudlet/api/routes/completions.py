@@ -1,0 +1,67 @@
+"""POST /v1/completions (legacy text completions)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, cast
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from cloudlet.api import convert, sse
+from cloudlet.api.errors import ERROR_RESPONSES
+from cloudlet.api.routes.chat import usage_out
+from cloudlet.api.routes.deps import GatewayDep, collect, finish_reason, new_id, now
+from cloudlet.api.schemas import Completion, CompletionChoice, CompletionRequest
+from cloudlet.domain import Finished
+
+router = APIRouter()
+
+
+@router.post(
+    "/v1/completions",
+    response_model=Completion,
+    responses=ERROR_RESPONSES,
+    summary="Create a text completion",
+)
+async def completions(body: CompletionRequest, gateway: GatewayDep) -> Any:
+    request = convert.completion_request(body)
+    events = await gateway.generate(request)
+    rid, created = new_id("cmpl"), now()
+    echo = (request.prompt or "") if body.echo else ""
+
+    def make(text: str, reason: str | None, done: Finished | None = None) -> Completion:
+        return Completion(
+            id=rid,
+            created=created,
+            model=body.model,
+            choices=[
+                CompletionChoice(
+                    text=text, finish_reason=cast(Literal["stop", "length"] | None, reason)
+                )
+            ],
+            usage=usage_out(done.usage) if done is not None else None,
+        )
+
+    if not body.stream:
+        text, done = await collect(events)
+        return make(echo + text, finish_reason(done), done)
+
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+    def on_finish(done: Finished) -> list[BaseModel]:
+        last = make("", finish_reason(done))
+        if include_usage:
+            last.usage = usage_out(done.usage)
+        return [last]
+
+    return StreamingResponse(
+        sse.stream_events(
+            events,
+            on_text=lambda text: make(text, None),
+            on_finish=on_finish,
+            first=[make(echo, None)] if echo else None,
+        ),
+        media_type="text/event-stream",
+        headers=sse.HEADERS,
+    )

@@ -1,0 +1,29 @@
+"""GET /health (the process is alive) and GET /ready (every model is loaded)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from cloudlet.api.routes.deps import GatewayDep
+
+router = APIRouter()
+
+
+@router.get("/health", summary="Liveness")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/ready", summary="Readiness: 200 once every model is loaded, else 503")
+async def ready(gateway: GatewayDep) -> JSONResponse:
+    ok = gateway.ready
+    body = {"status": "ready" if ok else "loading", "models": gateway.status()}
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+@router.get("/stats", summary="Per-model engine statistics (queue depth, running, tokens/s)")
+async def stats(gateway: GatewayDep) -> dict[str, dict[str, float | int]]:
+    return {name: dataclasses.asdict(s) for name, s in gateway.stats().items()}

@@ -1,0 +1,53 @@
+"""Server-sent events framing, and the error event sent when a stream fails after it began."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+
+from pydantic import BaseModel
+
+from cloudlet.api.errors import envelope, error_body
+from cloudlet.domain import Finished, GenerationEvent
+from cloudlet.errors import CloudletError
+
+log = logging.getLogger(__name__)
+
+DONE = b"data: [DONE]\n\n"
+HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def frame(payload: BaseModel) -> bytes:
+    return b"data: " + payload.model_dump_json(exclude_none=False).encode() + b"\n\n"
+
+
+async def stream_events(
+    events: AsyncGenerator[GenerationEvent, None],
+    on_text: Callable[[str], BaseModel],
+    on_finish: Callable[[Finished], list[BaseModel]],
+    first: list[BaseModel] | None = None,
+) -> AsyncIterator[bytes]:
+    """Frame an engine's events as SSE; an error after the first byte becomes an error event.
+
+    Leaving early (the client disconnected, so the server cancels this generator) closes the
+    engine's stream, which stops generation.
+    """
+    try:
+        for payload in first or []:
+            yield frame(payload)
+        async for event in events:
+            if isinstance(event, Finished):
+                for payload in on_finish(event):
+                    yield frame(payload)
+                yield DONE
+                return
+            yield frame(on_text(event.text))
+    except CloudletError as exc:
+        yield b"data: " + json.dumps(error_body(exc)).encode() + b"\n\n"
+    except Exception:
+        log.exception("stream failed")
+        body = envelope("The server had an error while streaming the response.", "server_error")
+        yield b"data: " + json.dumps(body).encode() + b"\n\n"
+    finally:
+        await events.aclose()

@@ -1,0 +1,58 @@
+"""Shared CLI plumbing: loading the spec with friendly errors, logging, the console."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from cloudlet.config import Spec, load_spec
+from cloudlet.errors import CloudletError, SpecError
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Spec file (default: ./cloudlet.yaml if present, else the bundled models).",
+        envvar="CLOUDLET_CONFIG",
+        show_default=False,
+    ),
+]
+
+EXIT_BAD_SPEC = 2
+
+
+def console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True)
+    raise typer.Exit(code)
+
+
+def spec_or_exit(path: Path | None, overrides: dict[str, Any] | None = None) -> Spec:
+    """Load the spec; a bad one prints what is wrong (file, field, expectation) and exits 2."""
+    try:
+        return load_spec(path, overrides=overrides)
+    except SpecError as exc:
+        err = console(stderr=True)
+        err.print(f"[bold red]error:[/] invalid spec in [bold]{exc.source}[/]")
+        for field, why in exc.problems:
+            err.print(f"  [cyan]{field}[/]: {why}", markup=True, highlight=False)
+        raise typer.Exit(EXIT_BAD_SPEC) from None
+    except CloudletError as exc:
+        fail(exc.message, EXIT_BAD_SPEC)
+
+
+def setup_logging(level: str, engine_level: str) -> None:
+    handler = RichHandler(console=console(stderr=True), show_path=False, rich_tracebacks=False)
+    logging.basicConfig(level=level.upper(), format="%(message)s", handlers=[handler], force=True)
+    logging.getLogger("cloudlet.llama_cpp").setLevel(engine_level.upper())
+    for noisy in ("uvicorn.access",):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -1,0 +1,41 @@
+"""Entry point: `cloudlet <command>`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cloudlet import __version__
+from cloudlet.cli import chat, serve
+
+app = typer.Typer(
+    name="cloudlet",
+    help="Your own small AI cloud: open models behind one OpenAI-compatible API.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
+)
+app.command()(serve.serve)
+app.command()(chat.chat)
+app.command()(chat.models)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cloudlet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Your own small AI cloud: open models behind one OpenAI-compatible API."""
+
+
+def run() -> None:
+    app()

@@ -1,0 +1,107 @@
+"""`cloudlet serve`: the OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import socket
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+
+from cloudlet import __version__
+from cloudlet.cli.common import (
+    EXIT_BAD_SPEC,
+    ConfigOption,
+    console,
+    fail,
+    setup_logging,
+    spec_or_exit,
+)
+from cloudlet.config import Spec
+from cloudlet.engines.sources import resolve_source
+from cloudlet.errors import CloudletError
+
+
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind [default: 127.0.0.1, loopback only]")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: 8080]")] = None,
+    log_level: Annotated[
+        str | None, typer.Option(help="debug, info, warning or error [default: info]")
+    ] = None,
+) -> None:
+    """Serve the spec's models behind an OpenAI-compatible API."""
+    spec = spec_or_exit(
+        config,
+        {"server.host": host, "server.port": port, "server.log_level": log_level},
+    )
+    for model in spec.models:
+        try:
+            resolve_source(model.source)
+        except CloudletError as exc:
+            fail(f"model {model.name!r}: {exc.message}", EXIT_BAD_SPEC)
+    setup_logging(spec.server.log_level, spec.server.engine_log_level)
+
+    from cloudlet.api import create_app
+
+    app = create_app(spec)
+    server = _BannerServer(
+        uvicorn.Config(
+            app,
+            host=spec.server.host,
+            port=spec.server.port,
+            log_config=None,
+            log_level=spec.server.log_level,
+            timeout_graceful_shutdown=30,
+        ),
+        spec,
+    )
+    server.run()
+    if not server.started:
+        raise typer.Exit(1)
+
+
+class _BannerServer(uvicorn.Server):
+    """Prints the start-up banner once the socket is bound (so port 0 shows the real port)."""
+
+    def __init__(self, config: uvicorn.Config, spec: Spec) -> None:
+        super().__init__(config)
+        self._spec = spec
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.servers:
+            bound = self.servers[0].sockets[0].getsockname()
+            console().print(banner(self._spec, bound[0], bound[1]))
+
+
+def banner(spec: Spec, host: str, port: int) -> Panel:
+    shown = f"[{host}]" if ":" in host else host
+    base = f"http://{shown}:{port}"
+    table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+    for column in ("model", "kind", "engine", "context", "source"):
+        table.add_column(column)
+    for m in spec.models:
+        table.add_row(m.name, m.kind, m.engine, str(m.context), _short(m.source))
+    exposure = (
+        "[green]loopback only[/]"
+        if spec.server.is_loopback
+        else "[yellow]reachable from the network[/]"
+    )
+    lines = [
+        f"[bold]cloudlet {__version__}[/] listening on [bold cyan]{base}/v1[/] ({exposure})",
+        f"try: curl {base}/v1/chat/completions -H 'Content-Type: application/json' "
+        f'-d \'{{"model": "{spec.models[0].name if spec.models else "MODEL"}", '
+        '"messages": [{"role": "user", "content": "Hi"}]}\'',
+        "health: /health   ready: /ready   docs: /docs   spec: /openapi.json",
+    ]
+    return Panel(Group(*lines, "", table), title="cloudlet", expand=False)
+
+
+def _short(source: str) -> str:
+    return source if len(source) <= 60 else "…" + source[-59:]

@@ -1,0 +1,121 @@
+"""Domain types: what a request asks for and what an engine answers, independent of the wire."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, NewType
+
+ModelId = NewType("ModelId", str)
+ModelKind = Literal["chat", "embedding"]
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: str
+    content: str
+    name: str | None = None
+
+    def as_template_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.name is not None:
+            out["name"] = self.name
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """Sampling settings; the defaults are OpenAI's."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repeat_penalty: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFormat:
+    """``text`` (free), ``json_object`` (any JSON object) or ``json_schema`` (that schema)."""
+
+    kind: Literal["text", "json_object", "json_schema"] = "text"
+    schema: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """One generation: chat ``messages`` (in the model template) or a raw ``prompt``."""
+
+    model: ModelId
+    messages: tuple[ChatMessage, ...] | None = None
+    prompt: str | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    response_format: ResponseFormat = field(default_factory=ResponseFormat)
+
+    def __post_init__(self) -> None:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("exactly one of messages and prompt must be given")
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of generated text (never splits a UTF-8 character)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The last event of every generation."""
+
+    reason: FinishReason
+    usage: Usage
+
+
+GenerationEvent = TextDelta | Finished
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingResult:
+    vectors: list[list[float]]
+    prompt_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    id: ModelId
+    kind: ModelKind
+    engine: str
+    context_length: int
+    created: int
+    owned_by: str = "cloudlet"
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """What an engine reports for routing and metrics."""
+
+    queue_depth: int = 0
+    running: int = 0
+    capacity: int = 1
+    tokens_per_second: float = 0.0
+    estimated_queue_wait_s: float = 0.0
+    prompt_tokens_evaluated: int = 0
+    prompt_tokens_cached: int = 0
+    requests_total: int = 0

@@ -1,0 +1,1 @@
+"""Engines run models. ``base`` defines the protocol; ``llamacpp*`` embed llama.cpp."""

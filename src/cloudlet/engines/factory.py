@@ -1,0 +1,20 @@
+"""Build the engines a spec asks for. llama.cpp is imported only when a model needs it."""
+
+from __future__ import annotations
+
+from cloudlet.config import ModelSpec, Spec
+from cloudlet.engines.base import Engine
+
+
+def build_engine(spec: ModelSpec) -> Engine:
+    if spec.kind == "embedding":
+        from cloudlet.engines.llamacpp_embed import LlamaCppEmbeddingEngine
+
+        return LlamaCppEmbeddingEngine(spec)
+    from cloudlet.engines.llamacpp import LlamaCppEngine
+
+    return LlamaCppEngine(spec)
+
+
+def build_engines(spec: Spec) -> dict[str, Engine]:
+    return {model.name: build_engine(model) for model in spec.models}
