@@ -1,0 +1,47 @@
+"""The CLI against the real model: in-process and through a running server."""
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import Server
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cloudlet", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_chat_in_process_streams_an_answer() -> None:
+    result = run_cli("chat", "Say hello.", "--max-tokens", "8", "--seed", "1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+    assert "llama_model_loader" not in result.stdout + result.stderr
+
+
+def test_chat_through_a_server(server: Server) -> None:
+    result = run_cli("chat", "Say hello.", "--url", server.v1, "--max-tokens", "8")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+
+
+def test_models_of_a_server(server: Server) -> None:
+    result = run_cli("models", "--url", server.v1, "--json")
+    assert result.returncode == 0, result.stderr
+    assert '"smollm2"' in result.stdout
+
+
+def test_server_output_has_banner_and_no_llama_cpp_noise(server: Server) -> None:
+    out = server.output()
+    assert f"listening on {server.v1}" in out
+    assert "smollm2" in out and "all-minilm-l6-v2" in out
+    for noise in ("llama_model_loader", "load_tensors", "llama_context", "system_info"):
+        assert noise not in out
