@@ -10,8 +10,11 @@ from collections.abc import AsyncIterator, Mapping
 from fastapi import FastAPI
 
 from cloudlet import __version__
+from cloudlet.api.drain import DrainGuard, DrainState
 from cloudlet.api.errors import install_error_handlers
 from cloudlet.api.limits import BodyLimit
+from cloudlet.api.metrics import make_registry
+from cloudlet.api.metrics import router as metrics_router
 from cloudlet.api.routes import chat, completions, embeddings, health, models
 from cloudlet.api.schemas import ErrorResponse
 from cloudlet.config import Spec
@@ -51,12 +54,17 @@ def create_app(spec: Spec, engines: Mapping[str, Engine] | None = None) -> FastA
         summary="OpenAI-compatible API over open models, local first.",
         lifespan=lifespan,
     )
+    drain = DrainState()
     app.state.gateway = gateway
     app.state.spec = spec
+    app.state.drain = drain
+    app.state.metrics = make_registry(gateway, drain)
     install_error_handlers(app)
     for module in (models, chat, completions, embeddings, health):
         app.include_router(module.router)
+    app.include_router(metrics_router)
     app.add_middleware(BodyLimit, max_bytes=spec.server.max_body_bytes)
+    app.add_middleware(DrainGuard, state=drain)  # outermost: refuses before reading bodies
     _document_errors(app)
     return app
 

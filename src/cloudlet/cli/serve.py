@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import socket
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -12,6 +14,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from cloudlet import __version__
+from cloudlet.api.drain import DrainState
 from cloudlet.cli.common import (
     EXIT_BAD_SPEC,
     ConfigOption,
@@ -23,6 +26,8 @@ from cloudlet.cli.common import (
 from cloudlet.config import Spec
 from cloudlet.engines.sources import resolve_source
 from cloudlet.errors import CloudletError
+
+log = logging.getLogger("cloudlet.serve")
 
 
 def serve(
@@ -57,9 +62,10 @@ def serve(
             port=spec.server.port,
             log_config=None,
             log_level=spec.server.log_level,
-            timeout_graceful_shutdown=30,
+            timeout_graceful_shutdown=5,
         ),
         spec,
+        app.state.drain,
     )
     server.run()
     if not server.started:
@@ -67,11 +73,30 @@ def serve(
 
 
 class _BannerServer(uvicorn.Server):
-    """Prints the start-up banner once the socket is bound (so port 0 shows the real port)."""
+    """uvicorn, plus: the banner once the socket is bound (so port 0 shows the real port), and
+    a graceful drain on the first SIGTERM/SIGINT (see :mod:`cloudlet.api.drain`); a second
+    signal stops at once."""
 
-    def __init__(self, config: uvicorn.Config, spec: Spec) -> None:
+    def __init__(self, config: uvicorn.Config, spec: Spec, drain: DrainState) -> None:
         super().__init__(config)
         self._spec = spec
+        self._drain = drain
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain.draining:
+            super().handle_exit(sig, frame)
+            return
+        self._drain.begin()
+        log.info(
+            "draining: %d request(s) in flight, waiting up to %.0fs; new requests get 503",
+            self._drain.in_flight,
+            self._spec.server.drain_timeout_s,
+        )
+
+    async def on_tick(self, counter: int) -> bool:
+        if not self.should_exit and self._drain.done(self._spec.server.drain_timeout_s):
+            self.should_exit = True
+        return await super().on_tick(counter)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)

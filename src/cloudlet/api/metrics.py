@@ -1,0 +1,81 @@
+"""GET /metrics: Prometheus metrics read from the engines at scrape time.
+
+A collector per app (its own registry, no process-global state) turns each engine's
+:class:`~cloudlet.domain.EngineStats` into gauges and counters labelled by model. The
+autoscaler scales on ``cloudlet_queue_depth`` / ``cloudlet_in_flight_requests``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from cloudlet.api.drain import DrainState
+from cloudlet.gateway import Gateway
+
+router = APIRouter()
+
+_GAUGES = {
+    "queue_depth": ("cloudlet_queue_depth", "Requests waiting for a slot"),
+    "running": ("cloudlet_running_requests", "Requests being generated"),
+    "capacity": ("cloudlet_capacity", "Sequences the engine runs at once"),
+    "tokens_per_second": ("cloudlet_tokens_per_second", "Recent generation rate"),
+    "estimated_queue_wait_s": ("cloudlet_estimated_queue_wait_seconds", "Wait a new request faces"),
+}
+_COUNTERS = {
+    "requests_total": ("cloudlet_engine_requests", "Requests admitted by the engine"),
+    "prompt_tokens_evaluated": ("cloudlet_prompt_tokens_evaluated", "Prompt tokens computed"),
+    "prompt_tokens_cached": ("cloudlet_prompt_tokens_cached", "Prompt tokens reused from cache"),
+}
+
+
+class _EngineCollector(Collector):
+    def __init__(self, gateway: Gateway, drain: DrainState) -> None:
+        self._gateway = gateway
+        self._drain = drain
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        stats = self._gateway.stats()
+        for field, (name, doc) in _GAUGES.items():
+            family = GaugeMetricFamily(name, doc, labels=["model"])
+            for model, s in stats.items():
+                family.add_metric([model], float(getattr(s, field)))
+            yield family
+        in_flight = GaugeMetricFamily(
+            "cloudlet_in_flight_requests", "Waiting plus running requests", labels=["model"]
+        )
+        for model, s in stats.items():
+            in_flight.add_metric([model], float(s.queue_depth + s.running))
+        yield in_flight
+        for field, (name, doc) in _COUNTERS.items():
+            counter = CounterMetricFamily(name, doc, labels=["model"])
+            for model, s in stats.items():
+                counter.add_metric([model], float(getattr(s, field)))
+            yield counter
+        ready = GaugeMetricFamily(
+            "cloudlet_model_ready", "1 when the model is loaded", labels=["model"]
+        )
+        for model, status in self._gateway.status().items():
+            ready.add_metric([model], 1.0 if status == "ready" else 0.0)
+        yield ready
+        yield GaugeMetricFamily(
+            "cloudlet_draining",
+            "1 while the server drains before exit",
+            value=float(self._drain.draining),
+        )
+
+
+def make_registry(gateway: Gateway, drain: DrainState) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_EngineCollector(gateway, drain))
+    return registry
+
+
+@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    registry: CollectorRegistry = request.app.state.metrics
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
