@@ -55,7 +55,8 @@ def start_server(tmp: Path, config: str | None = None, env: dict[str, str] | Non
         cwd=tmp,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
-        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        # Each server gets its own data directory, so its ledger and keys are its own.
+        env={**os.environ, "COLUMNS": "200", "XDG_DATA_HOME": str(tmp / "data"), **(env or {})},
     )
     server = Server(process, f"http://127.0.0.1:{port}", log)
     deadline = time.monotonic() + 300

@@ -11,10 +11,25 @@ translated at the boundary with ``raise ... from``.
     │   ├── ContextLengthExceeded      400 invalid_request_error / context_length_exceeded
     │   └── PayloadTooLarge            413 invalid_request_error / payload_too_large
     ├── ModelNotFound                  404 invalid_request_error / model_not_found
+    ├── KeyNotFound                    404 invalid_request_error / key_not_found (admin API)
     ├── WrongModelKind                 400 invalid_request_error / model_not_supported
+    ├── AuthenticationError            401 invalid_request_error / invalid_api_key
+    ├── PermissionDenied               403 permission_error
+    │   ├── ModelNotPermitted          403 permission_error / model_not_permitted (policy)
+    │   └── ModelNotPermittedForKey    403 permission_error / model_not_permitted_for_key
+    ├── RateLimited                    429 rate_limit_error / rate_limit_exceeded (Retry-After)
+    ├── BudgetExceeded                 429 insufficient_quota / budget_exceeded (Retry-After)
+    ├── BudgetExhausted                429 insufficient_quota / cloud_budget_exhausted (Retry-After)
     └── EngineError                    500 server_error
         ├── EngineOverloaded           503 server_error / engine_overloaded  (Retry-After)
-        └── EngineUnavailable          503 server_error / engine_unavailable (Retry-After)
+        ├── EngineUnavailable          503 server_error / engine_unavailable (Retry-After)
+        └── UpstreamError              502 server_error / upstream_error
+            ├── UpstreamTimeout        504 server_error / upstream_timeout
+            └── UpstreamRateLimited    429 rate_limit_error / upstream_rate_limited (Retry-After)
+
+The gateway fails over to the next target on ``EngineOverloaded``, ``EngineUnavailable`` and
+``UpstreamError`` raised before the first token; after it, they end the stream (an SSE error
+event).
 """
 
 from __future__ import annotations
@@ -77,8 +92,79 @@ class ModelNotFound(CloudletError):
         )
 
 
+class KeyNotFound(CloudletError):
+    status = 404
+    type = "invalid_request_error"
+    code = "key_not_found"
+
+
 class WrongModelKind(InvalidRequest):
     code = "model_not_supported"
+
+
+class PermissionDenied(CloudletError):
+    status = 403
+    type = "permission_error"
+
+
+class ModelNotPermitted(PermissionDenied):
+    """The openness policy refuses this model; ``rule`` names the rule it broke."""
+
+    code = "model_not_permitted"
+
+    def __init__(self, message: str, *, rule: str | None = None) -> None:
+        super().__init__(message, param="model")
+        self.rule = rule
+
+
+class AuthenticationError(CloudletError):
+    """No API key, or one that is unknown or revoked. The message never repeats the key."""
+
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class ModelNotPermittedForKey(PermissionDenied):
+    """The API key is scoped to other models (``keys create --models``)."""
+
+    code = "model_not_permitted_for_key"
+
+    def __init__(self, message: str, *, param: str | None = "model") -> None:
+        super().__init__(message, param=param)
+
+
+class RateLimited(CloudletError):
+    """A key's requests-per-minute or tokens-per-minute limit; ``limit`` says which."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, limit: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self._retry_after = max(1, retry_after)
+
+    @property
+    def retry_after(self) -> int | None:
+        return self._retry_after
+
+
+class BudgetExceeded(CloudletError):
+    """A key's budget for the period (UTC day or month) cannot cover the request's reservation."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "budget_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self._retry_after = max(1, retry_after)
+
+    @property
+    def retry_after(self) -> int | None:
+        return self._retry_after
 
 
 class EngineError(CloudletError):
@@ -103,3 +189,48 @@ class EngineOverloaded(_RetryableEngineError):
 
 class EngineUnavailable(_RetryableEngineError):
     code = "engine_unavailable"
+
+
+class UpstreamError(EngineError):
+    """A remote engine's upstream failed: refused the connection, answered 5xx, broke off.
+
+    Messages name the model, never the upstream's URL, key or headers.
+    """
+
+    status = 502
+    code = "upstream_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class UpstreamRateLimited(UpstreamError):
+    status = 429
+    type = "rate_limit_error"
+    code = "upstream_rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self._retry_after = max(1, retry_after)
+
+    @property
+    def retry_after(self) -> int | None:
+        return self._retry_after
+
+
+class BudgetExhausted(CloudletError):
+    """A route's cloud budget is spent and its local targets cannot take the request."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "cloud_budget_exhausted"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self._retry_after = max(1, retry_after)
+
+    @property
+    def retry_after(self) -> int | None:
+        return self._retry_after

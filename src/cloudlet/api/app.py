@@ -15,19 +15,35 @@ from cloudlet.api.errors import install_error_handlers
 from cloudlet.api.limits import BodyLimit
 from cloudlet.api.metrics import make_registry
 from cloudlet.api.metrics import router as metrics_router
-from cloudlet.api.routes import chat, completions, embeddings, health, models
+from cloudlet.api.routes import admin, chat, completions, embeddings, health, models
 from cloudlet.api.schemas import ErrorResponse
 from cloudlet.config import Spec
+from cloudlet.counters.factory import open_counters
 from cloudlet.engines.base import Engine
 from cloudlet.gateway import Gateway
+from cloudlet.gateway.accounting import Accounting, Prices
+from cloudlet.gateway.catalog import Catalog
+from cloudlet.gateway.pipeline import Pipeline
+from cloudlet.gateway.tenancy import Tenancy
+from cloudlet.ledger.store import Ledger
 
 log = logging.getLogger(__name__)
 
 
-def create_app(spec: Spec, engines: Mapping[str, Engine] | None = None) -> FastAPI:
+def create_app(
+    spec: Spec,
+    engines: Mapping[str, Engine] | None = None,
+    catalog: Catalog | None = None,
+    *,
+    accounts: bool = True,
+    admin_key: str | None = None,
+) -> FastAPI:
     """Build the ASGI app for ``spec``.
 
-    ``engines`` replaces the engines the spec would build (tests pass fakes). Models load in the
+    ``engines`` replaces the engines the spec would build (tests pass fakes); ``catalog`` the
+    transparency cards (built from the spec when not given). With ``accounts`` the lifespan opens
+    the spec's storage (keys, usage ledger, counters) and every request is authenticated,
+    limited, priced and recorded; ``admin_key`` is ``CLOUDLET_ADMIN_KEY``. Models load in the
     background once the server is up, so ``/health`` answers at once and ``/ready`` turns 200
     when every model is loaded (a Kubernetes startup probe waits on it).
     """
@@ -35,18 +51,22 @@ def create_app(spec: Spec, engines: Mapping[str, Engine] | None = None) -> FastA
         from cloudlet.engines.factory import build_engines
 
         engines = build_engines(spec)
-    gateway = Gateway(engines)
+    gateway = Gateway(engines, spec)
+    pipeline = Pipeline(gateway, catalog if catalog is not None else Catalog.from_spec(spec))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loading = asyncio.create_task(gateway.start(), name="load-models")
-        try:
-            yield
-        finally:
-            loading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loading
-            await gateway.close()
+        async with contextlib.AsyncExitStack() as stack:
+            if accounts:
+                app.state.ledger = await _open_accounts(spec, pipeline, admin_key, stack)
+            loading = asyncio.create_task(gateway.start(), name="load-models")
+            try:
+                yield
+            finally:
+                loading.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loading
+                await gateway.close()
 
     app = FastAPI(
         title="cloudlet",
@@ -56,17 +76,37 @@ def create_app(spec: Spec, engines: Mapping[str, Engine] | None = None) -> FastA
     )
     drain = DrainState()
     app.state.gateway = gateway
+    app.state.pipeline = pipeline
     app.state.spec = spec
+    app.state.catalog = pipeline.catalog
     app.state.drain = drain
     app.state.metrics = make_registry(gateway, drain)
     install_error_handlers(app)
     for module in (models, chat, completions, embeddings, health):
         app.include_router(module.router)
+    if accounts:
+        app.include_router(admin.router)
     app.include_router(metrics_router)
     app.add_middleware(BodyLimit, max_bytes=spec.server.max_body_bytes)
     app.add_middleware(DrainGuard, state=drain)  # outermost: refuses before reading bodies
     _document_errors(app)
     return app
+
+
+async def _open_accounts(
+    spec: Spec, pipeline: Pipeline, admin_key: str | None, stack: contextlib.AsyncExitStack
+) -> Ledger:
+    """Open keys, ledger and counters; plug tenancy and accounting into the pipeline."""
+    ledger = await Ledger.open(spec.storage, admin_key=admin_key)
+    stack.push_async_callback(ledger.close)
+    counters = open_counters(spec.storage.counters, seed=ledger.spent_since)
+    stack.push_async_callback(counters.close)
+    pipeline.tenancy = Tenancy(ledger.keys, loopback=spec.server.is_loopback)
+    pipeline.accounting = Accounting(
+        counters, ledger.writer, Prices(spec.models, pipeline.gateway.stats)
+    )
+    log.info("ledger: %s; counters: %s", ledger.display_url, spec.storage.counters or "memory")
+    return ledger
 
 
 def _document_errors(app: FastAPI) -> None:
@@ -86,6 +126,21 @@ def _document_errors(app: FastAPI) -> None:
                 ref_template="#/components/schemas/{model}"
             )
             components["ErrorResponse"].pop("$defs", None)
+            components.pop("HTTPValidationError", None)
+            components.pop("ValidationError", None)
+            error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    responses = operation.setdefault("responses", {})
+                    # Validation errors are 400 in OpenAI's envelope here, never FastAPI's 422.
+                    if responses.pop("422", None) is not None or operation.get("parameters"):
+                        responses.setdefault(
+                            "400",
+                            {
+                                "description": "Invalid request",
+                                "content": {"application/json": {"schema": error_ref}},
+                            },
+                        )
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from cloudlet.api.schemas import ChatCompletionRequest, CompletionRequest, ResponseFormat
+from cloudlet.api.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    JsonObjectFormat,
+    JsonSchemaResponseFormat,
+    ResponseFormat,
+)
 from cloudlet.domain import (
     ChatMessage,
     GenerationRequest,
@@ -10,7 +16,6 @@ from cloudlet.domain import (
     SamplingParams,
 )
 from cloudlet.domain import ResponseFormat as DomainFormat
-from cloudlet.errors import InvalidRequest
 
 _DEFAULTS = SamplingParams()
 
@@ -38,16 +43,11 @@ def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
 
 
 def _format(fmt: ResponseFormat | None) -> DomainFormat:
-    if fmt is None or fmt.type == "text":
-        return DomainFormat()
-    if fmt.type == "json_object":
+    if isinstance(fmt, JsonSchemaResponseFormat):
+        return DomainFormat("json_schema", fmt.json_schema.schema_ or None)
+    if isinstance(fmt, JsonObjectFormat):
         return DomainFormat("json_object")
-    if fmt.json_schema is None:
-        raise InvalidRequest(
-            "response_format of type json_schema needs a json_schema object",
-            param="response_format.json_schema",
-        )
-    return DomainFormat("json_schema", fmt.json_schema.schema_ or None)
+    return DomainFormat()
 
 
 def chat_request(body: ChatCompletionRequest) -> GenerationRequest:

@@ -76,7 +76,7 @@ def _common_loc(locs: list[tuple[int | str, ...]]) -> list[int | str]:
         while n < min(len(common), len(loc)) and common[n] == loc[n]:
             n += 1
         common = common[:n]
-    return [p for p in common if p != "body"]
+    return common[1:] if common and common[0] in ("body", "query", "path", "header") else common
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -115,6 +115,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     }
     for status, description in [
         (400, "Invalid request (bad JSON, invalid field, context length exceeded)"),
+        (401, "Missing or wrong API key"),
+        (403, "The key may not use this model, or the policy refuses it"),
         (404, "Unknown model"),
         (413, "Request body too large"),
         (503, "Engine overloaded or not ready; see Retry-After"),

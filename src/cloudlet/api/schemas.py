@@ -8,23 +8,34 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator
 
 _MODEL_EXAMPLES = ["smollm2"]
 
 
+def _integral(value: object) -> object:
+    """JSON Schema counts 2.0 as an integer; strict mode would not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_integral)]
+PositiveInt = Annotated[int, Field(ge=1), BeforeValidator(_integral)]
+NonNegativeInt = Annotated[int, Field(ge=0), BeforeValidator(_integral)]
+
+
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # Strict: JSON's 0 is not false and "1" is not 1 (clients' bugs surface as 400s).
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
-class TextPart(BaseModel):
+class TextPart(_Request):
     type: Literal["text"]
     text: str
 
 
-class Message(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class Message(_Request):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
@@ -37,19 +48,32 @@ class Message(BaseModel):
         return "".join(part.text for part in self.content)
 
 
-class JsonSchemaFormat(BaseModel):
+class JsonSchemaFormat(_Request):
     name: str = "response"
     schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
     strict: bool | None = None
     description: str | None = None
 
 
-class ResponseFormat(BaseModel):
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: JsonSchemaFormat | None = None
+class TextFormat(_Request):
+    type: Literal["text"]
 
 
-class StreamOptions(BaseModel):
+class JsonObjectFormat(_Request):
+    type: Literal["json_object"]
+
+
+class JsonSchemaResponseFormat(_Request):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaFormat
+
+
+ResponseFormat = Annotated[
+    TextFormat | JsonObjectFormat | JsonSchemaResponseFormat, Field(discriminator="type")
+]
+
+
+class StreamOptions(_Request):
     include_usage: StrictBool = False
 
 
@@ -60,17 +84,19 @@ Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 
 class _Sampling(_Request):
     model: str = Field(examples=_MODEL_EXAMPLES, min_length=1)
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_tokens: PositiveInt | None = None
     temperature: Temperature | None = None
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
-    top_k: Annotated[int, Field(ge=0)] | None = None
+    top_k: NonNegativeInt | None = None
     min_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-    seed: int | None = None
+    seed: Int | None = None
     stop: Stop = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
     repeat_penalty: Annotated[float, Field(gt=0.0, le=10.0)] | None = None
-    n: Annotated[int, Field(ge=1, le=1)] | None = Field(None, description="only n=1 is supported")
+    n: Annotated[int, Field(ge=1, le=1), BeforeValidator(_integral)] | None = Field(
+        None, description="only n=1 is supported"
+    )
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
@@ -78,7 +104,7 @@ class _Sampling(_Request):
 
 class ChatCompletionRequest(_Sampling):
     messages: Annotated[list[Message], Field(min_length=1)]
-    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: PositiveInt | None = None
     response_format: ResponseFormat | None = None
 
 
@@ -96,7 +122,9 @@ class EmbeddingRequest(_Request):
     model: str = Field(examples=["all-minilm-l6-v2"], min_length=1)
     input: str | Annotated[list[str], Field(min_length=1, max_length=2048)]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = None
+    dimensions: PositiveInt | None = Field(
+        None, description="shorten the vectors to this many components (at most the model's)"
+    )
     user: str | None = None
 
 
@@ -192,7 +220,16 @@ class EmbeddingResponse(BaseModel):
     usage: EmbeddingUsage
 
 
-class ModelCard(BaseModel):
+class CardSummary(BaseModel):
+    """How open the model is (Model Openness Framework) and its licence; full card at .../card."""
+
+    mof_class: int | None
+    mof_label: str
+    mof_progress: dict[str, int]
+    license: str | None
+
+
+class ModelObject(BaseModel):
     id: str
     object: Literal["model"] = "model"
     created: int
@@ -200,11 +237,12 @@ class ModelCard(BaseModel):
     kind: Literal["chat", "embedding"]
     context_length: int
     status: str
+    card: CardSummary | None = None
 
 
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
-    data: list[ModelCard]
+    data: list[ModelObject]
 
 
 class ErrorBody(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -15,7 +16,25 @@ from cloudlet.errors import CloudletError
 log = logging.getLogger(__name__)
 
 DONE = b"data: [DONE]\n\n"
+EVENT_SCHEMA = {
+    "type": "object",
+    "description": "One server-sent event: `data` is a JSON chunk object, an error envelope, "
+    "or `[DONE]` at the end",
+    "properties": {"data": {"type": "string"}},
+    "required": ["data"],
+}
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def stream_response(kind: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI for a 200 that is JSON, or with ``stream: true`` server-sent events."""
+    return {
+        200: {
+            "description": f"The response, or with `stream: true` server-sent events of {kind} "
+            "objects ending with `data: [DONE]`",
+            "content": {"text/event-stream": {"schema": EVENT_SCHEMA}},
+        }
+    }
 
 
 def frame(payload: BaseModel) -> bytes:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from cloudlet import __version__
-from cloudlet.cli import chat, serve
+from cloudlet.cli import card, chat, deploy, keys, operator, serve, usage
 
 app = typer.Typer(
     name="cloudlet",
@@ -20,6 +20,11 @@ app = typer.Typer(
 app.command()(serve.serve)
 app.command()(chat.chat)
 app.command()(chat.models)
+card.register(app)
+app.command()(deploy.deploy)
+app.command()(operator.operator)
+keys.register(app)
+usage.register(app)
 
 
 def _version(value: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from types import FrameType
 from typing import Annotated
@@ -25,9 +26,12 @@ from cloudlet.cli.common import (
 )
 from cloudlet.config import Spec
 from cloudlet.engines.sources import resolve_source
-from cloudlet.errors import CloudletError
+from cloudlet.errors import CloudletError, ModelNotPermitted, SpecError
+from cloudlet.gateway.catalog import Catalog
+from cloudlet.gateway.pipeline import Pipeline
 
 log = logging.getLogger("cloudlet.serve")
+EXIT_POLICY = 3
 
 
 def serve(
@@ -46,15 +50,18 @@ def serve(
         {"server.host": host, "server.port": port, "server.log_level": log_level},
     )
     for model in spec.models:
+        if model.engine != "llamacpp" or not model.source:
+            continue
         try:
             resolve_source(model.source)
         except CloudletError as exc:
             fail(f"model {model.name!r}: {exc.message}", EXIT_BAD_SPEC)
     setup_logging(spec.server.log_level, spec.server.engine_log_level)
+    catalog = _checked_catalog(spec)
 
     from cloudlet.api import create_app
 
-    app = create_app(spec)
+    app = create_app(spec, catalog=catalog, admin_key=os.environ.get("CLOUDLET_ADMIN_KEY") or None)
     server = _BannerServer(
         uvicorn.Config(
             app,
@@ -66,10 +73,27 @@ def serve(
         ),
         spec,
         app.state.drain,
+        catalog,
+        app.state.pipeline,
     )
     server.run()
     if not server.started:
         raise typer.Exit(1)
+
+
+def _checked_catalog(spec: Spec) -> Catalog:
+    """Build the models' transparency cards and apply the openness policy before serving."""
+    try:
+        with console(stderr=True).status("reading model cards…"):
+            catalog = Catalog.from_spec(spec)
+        warnings = catalog.check_all()
+    except ModelNotPermitted as exc:
+        fail(f"{exc.message} (policy.openness.on_violation: refuse)", EXIT_POLICY)
+    except SpecError as exc:
+        fail(exc.message, EXIT_BAD_SPEC)
+    for warning in warnings:
+        log.warning("policy: %s", warning.message)
+    return catalog
 
 
 class _BannerServer(uvicorn.Server):
@@ -77,10 +101,19 @@ class _BannerServer(uvicorn.Server):
     a graceful drain on the first SIGTERM/SIGINT (see :mod:`cloudlet.api.drain`); a second
     signal stops at once."""
 
-    def __init__(self, config: uvicorn.Config, spec: Spec, drain: DrainState) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        spec: Spec,
+        drain: DrainState,
+        catalog: Catalog,
+        pipeline: Pipeline,
+    ) -> None:
         super().__init__(config)
         self._spec = spec
         self._drain = drain
+        self._catalog = catalog
+        self._pipeline = pipeline
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._drain.draining:
@@ -102,17 +135,28 @@ class _BannerServer(uvicorn.Server):
         await super().startup(sockets)
         if self.started and self.servers:
             bound = self.servers[0].sockets[0].getsockname()
-            console().print(banner(self._spec, bound[0], bound[1]))
+            tenancy = self._pipeline.tenancy
+            auth = await tenancy.mode() if tenancy is not None else "open (no ledger)"
+            console().print(banner(self._spec, bound[0], bound[1], self._catalog, auth))
 
 
-def banner(spec: Spec, host: str, port: int) -> Panel:
+def banner(spec: Spec, host: str, port: int, catalog: Catalog, auth: str) -> Panel:
     shown = f"[{host}]" if ":" in host else host
     base = f"http://{shown}:{port}"
     table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
-    for column in ("model", "kind", "engine", "context", "source"):
+    for column in ("model", "kind", "engine", "context", "openness", "licence", "source"):
         table.add_column(column)
     for m in spec.models:
-        table.add_row(m.name, m.kind, m.engine, str(m.context), _short(m.source))
+        summary = catalog.summary(m.name) or {}
+        table.add_row(
+            m.name,
+            m.kind,
+            m.engine,
+            str(m.context),
+            str(summary.get("mof_label", "")),
+            str(summary.get("license") or "?"),
+            _short(m.source or getattr(m, "url", None) or ""),
+        )
     exposure = (
         "[green]loopback only[/]"
         if spec.server.is_loopback
@@ -123,9 +167,25 @@ def banner(spec: Spec, host: str, port: int) -> Panel:
         f"try: curl {base}/v1/chat/completions -H 'Content-Type: application/json' "
         f'-d \'{{"model": "{spec.models[0].name if spec.models else "MODEL"}", '
         '"messages": [{"role": "user", "content": "Hi"}]}\'',
-        "health: /health   ready: /ready   docs: /docs   spec: /openapi.json",
+        "health: /health   ready: /ready   metrics: /metrics   docs: /docs",
+        f"auth: {auth}",
+        f"policy: {_policy_line(catalog)}",
     ]
     return Panel(Group(*lines, "", table), title="cloudlet", expand=False)
+
+
+def _policy_line(catalog: Catalog) -> str:
+    policy = catalog.policy
+    if policy is None:
+        return "no openness policy (any model may be served)"
+    rules = []
+    if policy.min_mof_class is not None:
+        rules.append(f"MOF class {policy.min_mof_class} or better")
+    if policy.licenses.allow:
+        rules.append("licences " + ", ".join(policy.licenses.allow))
+    if policy.licenses.deny:
+        rules.append("never " + ", ".join(policy.licenses.deny))
+    return f"openness {'; '.join(rules) or 'any'} (on violation: {policy.on_violation})"
 
 
 def _short(source: str) -> str:

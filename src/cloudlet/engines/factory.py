@@ -7,6 +7,10 @@ from cloudlet.engines.base import Engine
 
 
 def build_engine(spec: ModelSpec) -> Engine:
+    if spec.engine == "openai":
+        from cloudlet.engines.openai_remote import OpenAIEngine
+
+        return OpenAIEngine(spec)
     if spec.kind == "embedding":
         from cloudlet.engines.llamacpp_embed import LlamaCppEmbeddingEngine
 

@@ -127,8 +127,12 @@ def test_embeddings_float_and_base64(client: TestClient) -> None:
     ).json()
     decoded = array("f", base64.b64decode(b64["data"][0]["embedding"]))
     assert list(decoded) == [3.0, 0.0, 0.0, 0.0]
-    r = client.post("/v1/embeddings", json={"model": "fake-embed", "input": "a", "dimensions": 2})
+    r = client.post("/v1/embeddings", json={"model": "fake-embed", "input": "a", "dimensions": 5})
     assert r.status_code == 400
+    short = client.post(
+        "/v1/embeddings", json={"model": "fake-embed", "input": "abc", "dimensions": 2}
+    ).json()
+    assert short["data"][0]["embedding"] == [1.0, 0.0]
 
 
 def test_models_list_and_get(client: TestClient) -> None:
@@ -151,7 +155,8 @@ def test_health_ready_and_openapi(client: TestClient) -> None:
 def test_ready_is_503_when_a_model_failed_to_load() -> None:
     broken = FakeChatEngine("broken")
     broken.load_error = RuntimeError("weights missing")
-    app = create_app(Spec(models=[]), {"broken": broken, "ok": FakeChatEngine("ok")})
+    engines = {"broken": broken, "ok": FakeChatEngine("ok")}
+    app = create_app(Spec(models=[]), engines, accounts=False)
     with TestClient(app) as c:
         r = c.get("/ready")
         assert r.status_code == 503

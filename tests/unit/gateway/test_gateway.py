@@ -22,7 +22,7 @@ async def test_lifecycle_and_status() -> None:
     gateway = Gateway({"chat": chat})
     assert gateway.status() == {"chat": "loading"}
     assert not gateway.ready
-    with pytest.raises(EngineUnavailable):
+    with pytest.raises(EngineUnavailable, match="still loading"):
         await gateway.generate(request())
     await gateway.start()
     assert gateway.ready and chat.started
@@ -30,12 +30,25 @@ async def test_lifecycle_and_status() -> None:
     assert chat.closed
 
 
+async def test_a_model_that_fails_to_load_is_reported() -> None:
+    chat = FakeChatEngine("chat")
+    chat.load_error = RuntimeError("no such file")
+    gateway = Gateway({"chat": chat})
+    await gateway.start()
+    assert gateway.status() == {"chat": "failed: no such file"}
+    with pytest.raises(EngineUnavailable, match="failed to load: no such file") as exc:
+        await gateway.generate(request())
+    assert exc.value.retry_after == 60
+
+
 async def test_generate_routes_to_the_named_engine() -> None:
     gateway = Gateway(
         {"chat": FakeChatEngine("chat", ["a", "b"]), "emb": FakeEmbeddingEngine("emb")}
     )
     await gateway.start()
-    events = [e async for e in await gateway.generate(request())]
+    generation = await gateway.generate(request())
+    assert (generation.target, generation.spilled) == ("chat", False)
+    events = [e async for e in generation.events]
     assert [e.text for e in events if isinstance(e, TextDelta)] == ["a", "b"]
     with pytest.raises(ModelNotFound):
         await gateway.generate(request("other"))
@@ -43,14 +56,25 @@ async def test_generate_routes_to_the_named_engine() -> None:
         await gateway.generate(request("emb"))
     with pytest.raises(WrongModelKind):
         await gateway.embed(ModelId("chat"), ["x"])
-    assert (await gateway.embed(ModelId("emb"), ["xy"])).vectors[0][0] == 2.0
+    embedding = await gateway.embed(ModelId("emb"), ["xy"])
+    assert embedding.result.vectors[0][0] == 2.0
+    assert (embedding.target, embedding.spilled) == ("emb", False)
 
 
 async def test_closing_a_stream_early_cancels_it() -> None:
     chat = FakeChatEngine("chat", ["a", "b", "c"])
     gateway = Gateway({"chat": chat})
     await gateway.start()
-    stream = await gateway.generate(request())
+    stream = (await gateway.generate(request())).events
     assert isinstance(await anext(stream), TextDelta)
     await stream.aclose()
+    assert chat.cancelled == 1
+
+
+async def test_a_stream_dropped_before_it_is_read_is_still_released() -> None:
+    chat = FakeChatEngine("chat", ["a", "b", "c"])
+    gateway = Gateway({"chat": chat})
+    await gateway.start()
+    generation = await gateway.generate(request())
+    await generation.events.aclose()  # never iterated: a client gone before the first byte
     assert chat.cancelled == 1

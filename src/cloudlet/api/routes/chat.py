@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Literal, cast
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from cloudlet.api import convert, sse
 from cloudlet.api.errors import ERROR_RESPONSES
-from cloudlet.api.routes.deps import GatewayDep, collect, finish_reason, new_id, now
+from cloudlet.api.routes.deps import PipelineDep, TokenDep, collect, finish_reason, new_id, now
 from cloudlet.api.schemas import (
     AssistantMessage,
     ChatChoice,
@@ -25,13 +25,16 @@ from cloudlet.domain import Finished, Usage
 
 router = APIRouter()
 
-_STREAM_DOC: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "A chat completion, or with `stream: true` server-sent events of "
-        "chat.completion.chunk objects ending with `data: [DONE]`",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
-    }
-}
+
+def where_headers(target: str, spilled: bool) -> dict[str, str]:
+    """Every answer says which model served it and whether the route spilled to get there."""
+    return {"x-cloudlet-target": target, "x-cloudlet-spilled": "true" if spilled else "false"}
+
+
+def json_response(payload: BaseModel, headers: dict[str, str]) -> Response:
+    """Serialize once, in pydantic's core: returning the model would have FastAPI validate it
+    again against response_model first (a measurable share of a fast request)."""
+    return Response(payload.model_dump_json(), media_type="application/json", headers=headers)
 
 
 def usage_out(usage: Usage) -> UsageOut:
@@ -45,15 +48,18 @@ def usage_out(usage: Usage) -> UsageOut:
 @router.post(
     "/v1/chat/completions",
     response_model=ChatCompletion,
-    responses={**ERROR_RESPONSES, **_STREAM_DOC},
+    responses={**ERROR_RESPONSES, **sse.stream_response("chat.completion.chunk")},
     summary="Create a chat completion",
 )
-async def chat_completions(body: ChatCompletionRequest, gateway: GatewayDep) -> Any:
-    events = await gateway.generate(convert.chat_request(body))
+async def chat_completions(
+    body: ChatCompletionRequest, pipeline: PipelineDep, token: TokenDep
+) -> Any:
+    generation = await pipeline.generate(token, convert.chat_request(body))
+    events, where = generation.events, where_headers(generation.target, generation.spilled)
     rid, created = new_id("chatcmpl"), now()
     if not body.stream:
         text, done = await collect(events)
-        return ChatCompletion(
+        completion = ChatCompletion(
             id=rid,
             created=created,
             model=body.model,
@@ -65,6 +71,7 @@ async def chat_completions(body: ChatCompletionRequest, gateway: GatewayDep) -> 
             ],
             usage=usage_out(done.usage),
         )
+        return json_response(completion, where)
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
@@ -102,5 +109,5 @@ async def chat_completions(body: ChatCompletionRequest, gateway: GatewayDep) -> 
             first=[chunk(Delta(role="assistant", content=""))],
         ),
         media_type="text/event-stream",
-        headers=sse.HEADERS,
+        headers={**sse.HEADERS, **where},
     )

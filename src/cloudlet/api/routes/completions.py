@@ -10,8 +10,8 @@ from pydantic import BaseModel
 
 from cloudlet.api import convert, sse
 from cloudlet.api.errors import ERROR_RESPONSES
-from cloudlet.api.routes.chat import usage_out
-from cloudlet.api.routes.deps import GatewayDep, collect, finish_reason, new_id, now
+from cloudlet.api.routes.chat import json_response, usage_out, where_headers
+from cloudlet.api.routes.deps import PipelineDep, TokenDep, collect, finish_reason, new_id, now
 from cloudlet.api.schemas import Completion, CompletionChoice, CompletionRequest
 from cloudlet.domain import Finished
 
@@ -21,12 +21,13 @@ router = APIRouter()
 @router.post(
     "/v1/completions",
     response_model=Completion,
-    responses=ERROR_RESPONSES,
+    responses={**ERROR_RESPONSES, **sse.stream_response("text_completion")},
     summary="Create a text completion",
 )
-async def completions(body: CompletionRequest, gateway: GatewayDep) -> Any:
+async def completions(body: CompletionRequest, pipeline: PipelineDep, token: TokenDep) -> Any:
     request = convert.completion_request(body)
-    events = await gateway.generate(request)
+    generation = await pipeline.generate(token, request)
+    events, where = generation.events, where_headers(generation.target, generation.spilled)
     rid, created = new_id("cmpl"), now()
     echo = (request.prompt or "") if body.echo else ""
 
@@ -45,7 +46,7 @@ async def completions(body: CompletionRequest, gateway: GatewayDep) -> Any:
 
     if not body.stream:
         text, done = await collect(events)
-        return make(echo + text, finish_reason(done), done)
+        return json_response(make(echo + text, finish_reason(done), done), where)
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
@@ -63,5 +64,5 @@ async def completions(body: CompletionRequest, gateway: GatewayDep) -> Any:
             first=[make(echo, None)] if echo else None,
         ),
         media_type="text/event-stream",
-        headers=sse.HEADERS,
+        headers={**sse.HEADERS, **where},
     )

@@ -11,14 +11,33 @@ from fastapi import Depends, Request
 
 from cloudlet.domain import Finished, GenerationEvent, TextDelta
 from cloudlet.gateway import Gateway
+from cloudlet.gateway.pipeline import Pipeline
 
 
-def _gateway(request: Request) -> Gateway:
+async def _gateway(request: Request) -> Gateway:
+    # async: FastAPI runs a sync dependency in its thread pool, a hop on every request.
     gateway: Gateway = request.app.state.gateway
     return gateway
 
 
 GatewayDep = Annotated[Gateway, Depends(_gateway)]
+
+
+async def _pipeline(request: Request) -> Pipeline:
+    pipeline: Pipeline = request.app.state.pipeline
+    return pipeline
+
+
+async def bearer(request: Request) -> str | None:
+    """The API key from ``Authorization: Bearer KEY`` (or ``x-api-key``), if any."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.headers.get("x-api-key") or None
+
+
+PipelineDep = Annotated[Pipeline, Depends(_pipeline)]
+TokenDep = Annotated[str | None, Depends(bearer)]
 
 
 def new_id(prefix: str) -> str:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import math
 from array import array
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from cloudlet.api.errors import ERROR_RESPONSES
-from cloudlet.api.routes.deps import GatewayDep
+from cloudlet.api.routes.chat import where_headers
+from cloudlet.api.routes.deps import PipelineDep, TokenDep
 from cloudlet.api.schemas import EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
 from cloudlet.domain import ModelId
 from cloudlet.errors import InvalidRequest
@@ -22,15 +24,23 @@ router = APIRouter()
     responses=ERROR_RESPONSES,
     summary="Create embeddings",
 )
-async def embeddings(body: EmbeddingRequest, gateway: GatewayDep) -> EmbeddingResponse:
+async def embeddings(
+    body: EmbeddingRequest, pipeline: PipelineDep, token: TokenDep, response: Response
+) -> EmbeddingResponse:
     texts = [body.input] if isinstance(body.input, str) else body.input
-    result = await gateway.embed(ModelId(body.model), texts)
-    dim = len(result.vectors[0]) if result.vectors else 0
-    if body.dimensions is not None and body.dimensions != dim:
+    embedding = await pipeline.embed(token, ModelId(body.model), texts)
+    result = embedding.result
+    response.headers.update(where_headers(embedding.target, embedding.spilled))
+    vectors = result.vectors
+    dim = len(vectors[0]) if vectors else 0
+    if body.dimensions is not None and body.dimensions > dim:
         raise InvalidRequest(
-            f"model {body.model!r} makes {dim}-dimensional embeddings; it cannot shorten them",
+            f"model {body.model!r} makes {dim}-dimensional embeddings; "
+            f"dimensions must be at most {dim}",
             param="dimensions",
         )
+    if body.dimensions is not None and body.dimensions < dim:
+        vectors = [_shorten(v, body.dimensions) for v in vectors]
     data = [
         EmbeddingData(
             index=i,
@@ -38,7 +48,14 @@ async def embeddings(body: EmbeddingRequest, gateway: GatewayDep) -> EmbeddingRe
             if body.encoding_format == "float"
             else base64.b64encode(array("f", vector).tobytes()).decode(),
         )
-        for i, vector in enumerate(result.vectors)
+        for i, vector in enumerate(vectors)
     ]
     usage = EmbeddingUsage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens)
     return EmbeddingResponse(data=data, model=body.model, usage=usage)
+
+
+def _shorten(vector: list[float], dimensions: int) -> list[float]:
+    """OpenAI's ``dimensions``: keep the first components and scale back to unit length."""
+    head = vector[:dimensions]
+    norm = math.sqrt(sum(x * x for x in head)) or 1.0
+    return [x / norm for x in head]

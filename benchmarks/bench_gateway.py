@@ -1,0 +1,396 @@
+"""Gateway overhead (issue #4): the same fast upstream called directly, through cloudlet, and
+through LiteLLM's proxy, in one run, one worker process each.
+
+The upstream is nginx returning a fixed chat completion (JSON for the direct and LiteLLM calls;
+the same completion as SSE for cloudlet, which always streams from upstreams), or the Python
+fake upstream of the tests when nginx is not installed. Load comes from ``wrk`` (C, one thread),
+so the load generator takes as little of the machine as possible: p50 latency with 1 client
+and requests/s with 32 clients, per side, sides interleaved round by round.
+
+    python benchmarks/bench_gateway.py [--duration 10] [--rounds 2] [--no-litellm]
+
+LiteLLM is installed, when missing, into its own venv (--litellm-venv, /tmp/litellm-venv).
+Results go to docs/benchmarks.md, section "Gateway overhead (issue #4)".
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTION = "## Gateway overhead (issue #4)"
+KEY = "sk-bench-" + "5e" * 32  # LiteLLM refuses to start without a strong master key
+BODY = {"model": "bench", "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 16}
+COMPLETION = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 1700000000,
+    "model": "bench-model",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Hello there!"},
+            "finish_reason": "stop",
+        }
+    ],
+    "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12},
+}
+
+
+QUIET_UVICORN = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
+    "loggers": {
+        "uvicorn": {"handlers": ["stderr"], "level": "WARNING"},
+        "uvicorn.access": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
+    },
+}
+
+
+def sse_completion() -> str:
+    base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1700000000}
+    base["model"] = "bench-model"
+    deltas = [{"role": "assistant", "content": ""}, {"content": "Hello"}, {"content": " there!"}]
+    chunks = [
+        {**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas
+    ]
+    chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    chunks.append({**base, "choices": [], "usage": COMPLETION["usage"]})
+    return "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not become ready")
+
+
+@contextlib.contextmanager
+def running(
+    args: list[str], ready_url: str, log: Path, env: dict[str, str] | None = None
+) -> Iterator[None]:
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+        try:
+            wait_ready(ready_url, process)
+            yield
+        finally:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _nginx_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+
+@contextlib.contextmanager
+def upstream(tmp: Path) -> Iterator[tuple[str, str]]:
+    """(JSON base URL, SSE base URL) of a fast fixed-answer upstream."""
+    port = free_port()
+    nginx = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    if nginx is None:
+        args = [sys.executable, str(ROOT / "tests" / "fakes_upstream.py"), "--port", str(port)]
+        base = f"http://127.0.0.1:{port}/v1"
+        with running(args, base + "/models", tmp / "upstream.log"):
+            yield base, base
+        return
+    models = json.dumps({"object": "list", "data": [{"id": "bench-model", "object": "model"}]})
+    conf = tmp / "nginx.conf"
+    conf.write_text(
+        f"""
+worker_processes 1;
+master_process off;
+daemon off;
+error_log {tmp}/nginx-error.log warn;
+pid {tmp}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    keepalive_requests 10000000;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location = /v1/chat/completions {{
+            default_type application/json; return 200 {_nginx_string(json.dumps(COMPLETION))};
+        }}
+        location = /sse/v1/chat/completions {{
+            default_type text/event-stream; return 200 {_nginx_string(sse_completion())};
+        }}
+        location ~ /models$ {{ default_type application/json; return 200 {_nginx_string(models)}; }}
+    }}
+}}
+"""
+    )
+    base = f"http://127.0.0.1:{port}"
+    with running(
+        [nginx, "-c", str(conf), "-p", str(tmp)], base + "/v1/models", tmp / "upstream.log"
+    ):
+        yield base + "/v1", base + "/sse/v1"
+
+
+def ensure_litellm(venv: Path) -> Path:
+    """LiteLLM's proxy in its own venv, with httptools as cloudlet has (both get uvloop)."""
+    exe = venv / "bin" / "litellm"
+    python = str(venv / "bin" / "python")
+    if not exe.exists():
+        print(f"installing LiteLLM's proxy into {venv} (a few minutes)…", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([python, "-m", "pip", "install", "-q", "litellm[proxy]"], check=True)
+    has = subprocess.run([python, "-c", "import httptools"], capture_output=True)
+    if has.returncode != 0:
+        subprocess.run([python, "-m", "pip", "install", "-q", "httptools"], check=True)
+    return exe
+
+
+def litellm_version(venv: Path) -> str:
+    out = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import importlib.metadata as m; print(m.version('litellm'))",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip() or "?"
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk(url: str, connections: int, duration: int, tmp: Path) -> tuple[float, float, int]:
+    """(p50 ms, requests/s, non-2xx) of POST BODY to url with `connections` connections."""
+    script = tmp / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = {json.dumps(json.dumps(BODY))}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = "Bearer {KEY}"\n'
+    )
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    p50 = re.search(r"^\s+50%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if p50 is None or rps is None:
+        raise RuntimeError(f"cannot read wrk's output:\n{out}")
+    return (
+        float(p50.group(1)) * _UNITS[p50.group(2)],
+        float(rps.group(1)),
+        int(bad.group(1)) if bad else 0,
+    )
+
+
+def check(url: str) -> None:
+    r = httpx.post(url, json=BODY, headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+    r.raise_for_status()
+    assert r.json()["choices"][0]["message"]["content"] == "Hello there!", r.text
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def write_section(path: Path, section: str, title: str = SECTION) -> None:
+    """Replace our section (up to the next ``## ``) or append it; other sections stay."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    if title in text:
+        head, _, rest = text.partition(title)
+        nxt = rest.find("\n## ")
+        text = head + section.rstrip("\n") + "\n\n" + (rest[nxt + 1 :] if nxt >= 0 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (median)")
+    parser.add_argument("--litellm-venv", type=Path, default=Path("/tmp/litellm-venv"))
+    parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed: apt-get install wrk")
+
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-gateway-") as name,
+        contextlib.ExitStack() as stack,
+    ):
+        tmp = Path(name)
+        json_base, sse_base = stack.enter_context(upstream(tmp))
+        sides = {"direct": json_base + "/chat/completions"}
+
+        cport = free_port()
+        spec = tmp / "cloudlet.yaml"
+        spec.write_text(
+            f"server: {{log_level: warning}}\nmodels:\n  - name: bench\n    engine: openai\n"
+            f"    url: {sse_base}\n    upstream_model: bench-model\n    api_key: ${{BENCH_KEY}}\n"
+            "    health_check: {interval_s: 0}\n"
+        )
+        cloudlet = [
+            sys.executable,
+            "-m",
+            "cloudlet",
+            "serve",
+            "--config",
+            str(spec),
+            "--port",
+            str(cport),
+        ]
+        env = {"BENCH_KEY": "sk-upstream", "COLUMNS": "200"}
+        stack.enter_context(
+            running(cloudlet, f"http://127.0.0.1:{cport}/ready", tmp / "cloudlet.log", env)
+        )
+        sides["cloudlet"] = f"http://127.0.0.1:{cport}/v1/chat/completions"
+
+        version = ""
+        if not args.no_litellm:
+            exe = ensure_litellm(args.litellm_venv)
+            version = litellm_version(args.litellm_venv)
+            lport = free_port()
+            config = tmp / "litellm.yaml"
+            config.write_text(
+                "model_list:\n  - model_name: bench\n    litellm_params:\n"
+                "      model: openai/bench-model\n"
+                f"      api_base: {json_base}\n      api_key: sk-upstream\n"
+            )
+            lenv = {
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                "LITELLM_LOG": "ERROR",
+                "LITELLM_TELEMETRY": "False",
+                "LITELLM_MASTER_KEY": KEY,
+            }
+            # Access logs off on both sides (cloudlet runs at log_level warning): a log line per
+            # request would measure the logging, not the gateway.
+            logs = tmp / "litellm-logging.json"
+            logs.write_text(json.dumps(QUIET_UVICORN))
+            largs = [str(exe), "--config", str(config), "--port", str(lport), "--num_workers", "1"]
+            largs += ["--log_config", str(logs)]
+            stack.enter_context(
+                running(
+                    largs, f"http://127.0.0.1:{lport}/health/liveliness", tmp / "litellm.log", lenv
+                )
+            )
+            sides["litellm"] = f"http://127.0.0.1:{lport}/v1/chat/completions"
+
+        for url in sides.values():
+            check(url)
+            wrk(url, 8, 2, tmp)  # warm-up
+        p50s: dict[str, list[float]] = {s: [] for s in sides}
+        rps: dict[str, list[float]] = {s: [] for s in sides}
+        for round_ in range(args.rounds):
+            for side, url in sides.items():
+                p50, _, bad1 = wrk(url, 1, args.duration, tmp)
+                _, r, bad32 = wrk(url, 32, args.duration, tmp)
+                if bad1 or bad32:
+                    raise RuntimeError(f"{side}: {bad1 + bad32} failed requests")
+                p50s[side].append(p50)
+                rps[side].append(r)
+                print(
+                    f"round {round_ + 1} {side:9s} p50@1 {p50:7.2f} ms   {r:8.0f} req/s @32",
+                    flush=True,
+                )
+
+    med_p50 = {s: statistics.median(v) for s, v in p50s.items()}
+    med_rps = {s: statistics.median(v) for s, v in rps.items()}
+    section = report(args, med_p50, med_rps, version, rps)
+    write_section(args.out, section)
+    print(section)
+
+
+def report(
+    args: argparse.Namespace,
+    p50: dict[str, float],
+    rps: dict[str, float],
+    version: str,
+    rounds: dict[str, list[float]],
+) -> str:
+    upstream_kind = (
+        "nginx 1 worker"
+        if shutil.which("nginx") or Path("/usr/sbin/nginx").exists()
+        else "Python fake"
+    )
+    rows = [
+        "| path | p50 @ 1 client | added p50 | requests/s @ 32 clients |",
+        "|---|---:|---:|---:|",
+    ]
+    for side in p50:
+        added = "" if side == "direct" else f"+{p50[side] - p50['direct']:.2f} ms"
+        rows.append(f"| {side} | {p50[side]:.2f} ms | {added} | {rps[side]:.0f} |")
+    added = p50["cloudlet"] - p50["direct"]
+    lines = [
+        SECTION,
+        "",
+        f"Measured {dt.date.today().isoformat()} on {machine()}; upstream: {upstream_kind} "
+        f"returning a fixed completion; load: wrk, 1 thread, {args.duration} s per run, median of "
+        f"{args.rounds} interleaved rounds; one worker process per side"
+        + (f"; LiteLLM {version}" if version else "")
+        + "; access logs off, uvloop and httptools on both servers. "
+        "cloudlet streams from the upstream (SSE) and answers the non-streaming client.",
+        "",
+        *rows,
+        "",
+        f"- cloudlet adds {added:.2f} ms at p50 with 1 client (target <= 1 ms: "
+        f"{'met' if added <= 1.0 else 'not met'}).",
+    ]
+    if "litellm" in rps:
+        ratio = rps["cloudlet"] / rps["litellm"]
+        per_round = [c / w for c, w in zip(rounds["cloudlet"], rounds["litellm"], strict=True)]
+        lines.append(
+            f"- cloudlet serves {ratio:.1f}x LiteLLM's requests/s at 32 clients (target >= 10x: "
+            f"{'met' if ratio >= 10 else 'not met'}; per round "
+            + ", ".join(f"{r:.1f}x" for r in per_round)
+            + f"); LiteLLM's p50 at 1 client is {p50['litellm'] / p50['cloudlet']:.1f}x cloudlet's."
+        )
+    lines += [
+        "",
+        "Reproduce: `python benchmarks/bench_gateway.py` (needs wrk; nginx if installed; "
+        "installs LiteLLM into /tmp/litellm-venv when missing)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""The admin API, guarded by the admin key: API keys and usage reports."""
+
+from __future__ import annotations
+
+import io
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from cloudlet.api.errors import ERROR_RESPONSES
+from cloudlet.api.routes.deps import bearer
+from cloudlet.errors import InvalidRequest, KeyNotFound
+from cloudlet.gateway.tenancy import Tenancy
+from cloudlet.ledger.keys import Tenant
+from cloudlet.ledger.reports import parse_since
+from cloudlet.ledger.store import Ledger
+from cloudlet.pricing import Money
+
+
+async def _admin(request: Request) -> Tenant:
+    tenant: Tenant = await _tenancy(request).resolve_admin(await bearer(request))
+    return tenant
+
+
+def _tenancy(request: Request) -> Tenancy:
+    tenancy: Tenancy = request.app.state.pipeline.tenancy  # mounted only with accounts on
+    return tenancy
+
+
+def _ledger(request: Request) -> Ledger:
+    ledger: Ledger = request.app.state.ledger
+    return ledger
+
+
+router = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    dependencies=[Depends(_admin)],
+    responses={401: ERROR_RESPONSES[401], 403: ERROR_RESPONSES[403]},
+)
+LedgerDep = Annotated[Ledger, Depends(_ledger)]
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    team: str = Field(min_length=1, max_length=128)
+    models: list[str] | None = None
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+    budget: str | None = Field(None, description='amount as a decimal string, e.g. "20.00"')
+    currency: str = Field("USD", pattern="^[A-Z]{3}$")
+    period: Literal["day", "month"] = "month"
+
+
+@router.post("/keys", status_code=201, summary="Create an API key (shown once)")
+async def create_key(body: KeyCreate, ledger: LedgerDep) -> dict[str, Any]:
+    budget = None
+    if body.budget is not None:
+        try:
+            budget = Money(Decimal(body.budget), body.currency)
+        except InvalidOperation:
+            raise InvalidRequest("budget must be a decimal amount", param="budget") from None
+    created = await ledger.keys.create(
+        body.team, models=body.models, rpm=body.rpm, tpm=body.tpm, budget=budget, period=body.period
+    )
+    return {**created.record.as_json(), "key": created.key}
+
+
+@router.get("/keys", summary="List API keys (never the keys themselves)")
+async def list_keys(
+    ledger: LedgerDep, include_revoked: bool = False
+) -> dict[str, list[dict[str, Any]]]:
+    records = await ledger.keys.list(include_revoked=include_revoked)
+    return {"data": [r.as_json() for r in records]}
+
+
+@router.delete("/keys/{key_id}", summary="Revoke an API key")
+async def revoke_key(key_id: str, ledger: LedgerDep) -> dict[str, Any]:
+    if not await ledger.keys.revoke(key_id):
+        raise KeyNotFound(f"no active API key {key_id!r}", param="key_id")
+    return {"id": key_id, "revoked": True}
+
+
+@router.get("/usage", summary="Usage and cost, grouped (JSON) or per request (CSV)")
+async def usage(
+    ledger: LedgerDep,
+    since: Annotated[str | None, Query(description="7d, 24h, 30m or an ISO date")] = None,
+    by: Literal["team", "model", "target", "key"] = "team",
+    format: Literal["json", "csv"] = "json",
+) -> Any:
+    try:
+        start = parse_since(since) if since else None
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="since") from exc
+    if format == "csv":
+        out = io.StringIO()
+        await ledger.write_csv(out, since=start)
+        return PlainTextResponse(out.getvalue(), media_type="text/csv")
+    return {
+        "object": "list",
+        "data": [g.as_json() for g in await ledger.report(by=by, since=start)],
+    }

@@ -1,0 +1,264 @@
+"""One upstream URL of a remote model (see :mod:`cloudlet.engines.openai_remote`).
+
+A replica is an engine of its own for the gateway to balance, retry and break circuits over;
+it shares its model's spec, headers and upstream model name, and has its own connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import TYPE_CHECKING
+
+import httpx
+
+from cloudlet.domain import (
+    EmbeddingResult,
+    EngineStats,
+    GenerationEvent,
+    GenerationRequest,
+    ModelInfo,
+)
+from cloudlet.engines import openai_wire as wire
+from cloudlet.engines.openai_stream import PrimedStream
+from cloudlet.errors import (
+    CloudletError,
+    EngineOverloaded,
+    EngineUnavailable,
+    UpstreamError,
+    UpstreamTimeout,
+)
+
+if TYPE_CHECKING:
+    from cloudlet.engines.openai_clients import TransportPool
+    from cloudlet.engines.openai_remote import OpenAIEngine
+
+
+class OpenAIReplica:
+    """One upstream URL of a remote model: an engine of its own, with its own connections.
+
+    With ``parallel`` set, at most that many requests run upstream at once and up to
+    ``queue_size`` wait here, which gives a self-hosted upstream a queue-wait estimate that
+    local-first routing can spill on.
+    """
+
+    def __init__(self, engine: OpenAIEngine, index: int, url: str) -> None:
+        self._engine = engine
+        self._endpoints = {
+            path: httpx.URL(url + path)
+            for path in ("/chat/completions", "/completions", "/embeddings", "/models")
+        }
+        self.name = f"replica {index} of model {engine.spec.name!r}"
+        self.transports: TransportPool | None = None  # set by the engine's start
+        parallel = engine.spec.parallel
+        self._slots = asyncio.Semaphore(parallel) if parallel else None
+        self.outstanding = 0
+        self._waiting = 0
+        self._requests = 0
+        self._job_seconds = 0.0
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._engine.info
+
+    async def start(self) -> None:
+        return None  # the model's engine sets up the connections
+
+    async def close(self) -> None:
+        return None
+
+    def stats(self) -> EngineStats:
+        parallel = self._engine.spec.parallel or 0
+        running = self.outstanding - self._waiting
+        wait = 0.0
+        if parallel and running >= parallel:
+            wait = (self._waiting + 1) * self._job_seconds / parallel
+        return EngineStats(
+            queue_depth=self._waiting,
+            running=running,
+            capacity=parallel or max(1, running),
+            estimated_queue_wait_s=wait,
+            requests_total=self._requests,
+        )
+
+    @contextlib.asynccontextmanager
+    async def _http(self) -> AsyncIterator[httpx.AsyncHTTPTransport]:
+        """A connection of this replica's own, for the duration of one request."""
+        transports = self.transports
+        if transports is None:
+            raise EngineUnavailable(f"model {self._engine.spec.name!r} is not started")
+        transport = await transports.take()
+        try:
+            yield transport
+        finally:
+            transports.give_back(transport)
+
+    def _request(
+        self, path: str, body: object = None, timeouts: dict[str, float | None] | None = None
+    ) -> httpx.Request:
+        engine = self._engine
+        if body is None:
+            return httpx.Request(
+                "GET",
+                self._endpoints[path],
+                headers=engine.get_headers,
+                extensions={"timeout": timeouts or engine.timeouts},
+            )
+        return httpx.Request(
+            "POST",
+            self._endpoints[path],
+            headers=engine.post_headers,
+            content=json.dumps(body).encode(),
+            extensions={"timeout": timeouts or engine.timeouts},
+        )
+
+    async def _call(self, path: str, body: object, timeout_s: float) -> httpx.Response:
+        """One request read in full, with an overall timeout."""
+        timeouts = httpx.Timeout(timeout_s).as_dict()
+        async with self._http() as transport:
+            async with asyncio.timeout(timeout_s):
+                response = await transport.handle_async_request(self._request(path, body, timeouts))
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
+        return response
+
+    async def probe(self, timeout_s: float) -> bool:
+        """Active health check: does ``GET /models`` answer 200?"""
+        try:
+            response = await self._call("/models", None, timeout_s)
+        except (httpx.HTTPError, CloudletError, TimeoutError):
+            return False
+        return response.status_code == 200
+
+    # --- admission ---------------------------------------------------------------------------
+
+    async def _acquire(self) -> None:
+        """Take a slot (waiting for one under ``parallel``); ``_release`` gives it back."""
+        spec = self._engine.spec
+        full = self._slots is not None and self._slots.locked()
+        if full and self._waiting >= spec.queue_size:
+            raise EngineOverloaded(
+                f"model {spec.name!r} has {self._waiting} requests waiting; retry later",
+                retry_after=round(self.stats().estimated_queue_wait_s) + 1,
+            )
+        self.outstanding += 1
+        self._requests += 1
+        if self._slots is None:
+            return
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        except BaseException:
+            self.outstanding -= 1
+            raise
+        finally:
+            self._waiting -= 1
+
+    def _release(self, started: float) -> None:
+        self.outstanding -= 1
+        if self._slots is not None:
+            self._slots.release()
+        elapsed = time.monotonic() - started
+        self._job_seconds = (
+            0.8 * self._job_seconds + 0.2 * elapsed if self._job_seconds else elapsed
+        )
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
+        spec = self._engine.spec
+        if request.max_tokens is None:  # bound the cost to what the gateway reserved
+            request = dataclasses.replace(request, max_tokens=spec.max_tokens_default)
+        body = wire.generation_body(request, self._engine.upstream_model)
+        path = "/chat/completions" if request.messages is not None else "/completions"
+        await self._acquire()
+        events = self._events(path, body, wire.estimate_prompt_tokens(request))
+        try:
+            async with asyncio.timeout(spec.timeouts.first_token_s):
+                first = await anext(events)
+        except TimeoutError as exc:
+            await events.aclose()
+            raise UpstreamTimeout(f"{self.name}: no first token in time") from exc
+        except BaseException:
+            await events.aclose()
+            raise
+        return PrimedStream(first, events)
+
+    async def _events(
+        self, path: str, body: dict[str, object], prompt_estimate: int
+    ) -> AsyncGenerator[GenerationEvent, None]:
+        """Upstream SSE → domain events, holding the replica's slot and a connection until
+        closed. (One generator, not two nested: each layer costs a hop per event.)"""
+        started = time.monotonic()
+        transports = self.transports
+        transport: httpx.AsyncHTTPTransport | None = None
+        try:
+            if transports is None:
+                raise EngineUnavailable(f"model {self._engine.spec.name!r} is not started")
+            transport = await transports.take()
+            try:
+                response = await transport.handle_async_request(self._request(path, body))
+            except httpx.TimeoutException as exc:
+                raise UpstreamTimeout(f"{self.name} timed out") from exc
+            except httpx.HTTPError as exc:
+                name = type(exc).__name__
+                raise UpstreamError(f"{self.name} is unreachable ({name})") from exc
+            try:
+                if response.status_code != 200:
+                    raw = await response.aread()
+                    raise wire.status_error(response.status_code, raw, response.headers, self.name)
+                parser = wire.StreamParser(self.name, prompt_estimate)
+                rest = b""
+                async for data in response.aiter_raw():  # identity-encoded: split as bytes
+                    *lines, rest = (rest + data).split(b"\n")
+                    for line in lines:
+                        delta = parser.feed(line)
+                        if delta is not None:
+                            yield delta
+                # Read to the end even after [DONE]: a response left unread loses its
+                # keep-alive connection, and every request would pay for a new one.
+                parser.feed(rest)
+                yield parser.finish()
+            except httpx.TimeoutException as exc:
+                raise UpstreamTimeout(f"{self.name} went silent mid-stream") from exc
+            except httpx.HTTPError as exc:
+                name = type(exc).__name__
+                raise UpstreamError(f"{self.name} broke off mid-stream ({name})") from exc
+            finally:
+                await response.aclose()
+        finally:
+            if transports is not None and transport is not None:
+                transports.give_back(transport)
+            self._release(started)
+
+    async def embed(self, texts: Sequence[str]) -> EmbeddingResult:
+        spec = self._engine.spec
+        body = {"model": self._engine.upstream_model, "input": list(texts)}
+        body["encoding_format"] = "float"
+        await self._acquire()
+        started = time.monotonic()
+        try:
+            response = await self._call("/embeddings", body, spec.timeouts.first_token_s)
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            raise UpstreamTimeout(f"{self.name} timed out") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"{self.name} is unreachable ({type(exc).__name__})") from exc
+        finally:
+            self._release(started)
+        if response.status_code != 200:
+            raise wire.status_error(
+                response.status_code, response.content, response.headers, self.name
+            )
+        try:
+            payload = response.json()
+            rows = sorted(payload["data"], key=lambda row: row["index"])
+            vectors = [[float(x) for x in row["embedding"]] for row in rows]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UpstreamError(f"{self.name} sent an invalid embeddings response") from exc
+        usage = payload.get("usage") or {}
+        tokens = usage.get("prompt_tokens") or sum(wire.estimate_tokens(t) for t in texts)
+        return EmbeddingResult(vectors=vectors, prompt_tokens=int(tokens))

@@ -1,0 +1,126 @@
+"""Metering around one running stream: time to first token, tokens, cost, exactly one settle.
+
+:class:`Metered` passes events through as they come (no buffering). ``prime`` reads the first
+event before the gateway answers; a failure there belongs to the router, which fails over,
+counts it against the breaker and releases the reservation. After that, however the stream
+ends (finished, failed mid-stream, or closed early because the client left), the wrapper frees
+the replica's in-flight slot and settles the cloud reservation with the real usage, or with
+what it counted when the stream broke off before the usage arrived.
+
+A class rather than an async generator: ``aclose`` must release the slot even when the stream
+is dropped before anyone iterates it, and one object per request costs less than generator
+layers on every event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
+
+from cloudlet.domain import Finished, GenerationEvent, GenerationRequest, TextDelta, Usage
+from cloudlet.engines.openai_wire import estimate_prompt_tokens
+from cloudlet.errors import CloudletError, EngineError
+from cloudlet.gateway.budget import CloudBudget, Reservation
+from cloudlet.gateway.pricing import cost
+from cloudlet.gateway.router import counts_against_breaker
+from cloudlet.gateway.targets import Replica, Target
+
+
+class Metered(AsyncGenerator[GenerationEvent, None]):
+    def __init__(
+        self,
+        events: AsyncGenerator[GenerationEvent, None],
+        *,
+        request: GenerationRequest,
+        target: Target,
+        replica: Replica,
+        started: float,
+        clock: Callable[[], float],
+        budget: CloudBudget | None,
+        reservation: Reservation | None,
+    ) -> None:
+        self._events = events
+        self._request = request
+        self._target = target
+        self._replica = replica
+        self._started = started
+        self._clock = clock
+        self._budget = budget
+        self._reservation = reservation
+        self._pending: GenerationEvent | None = None
+        self._owned = False  # primed: from here on, failures and the settle are ours
+        self._closed = False
+        self._usage: Usage | None = None
+        self._deltas = 0  # about one token each: what to charge when no usage arrives
+
+    async def prime(self) -> None:
+        """Read the first event now; errors propagate to the router untouched."""
+        try:
+            event = await self._events.__anext__()
+        except StopAsyncIteration:
+            await self._finish()
+            raise EngineError(
+                f"model {self._target.name!r} ended a stream without events"
+            ) from None
+        except BaseException:
+            await self._finish()
+            raise
+        self._record(event)
+        self._pending = event
+        self._owned = True
+
+    def _record(self, event: GenerationEvent) -> None:
+        if isinstance(event, TextDelta):
+            if self._deltas == 0:
+                self._target.observe_ttft(self._clock() - self._started)
+            self._deltas += 1
+        elif isinstance(event, Finished):
+            self._usage = event.usage
+
+    def __aiter__(self) -> Metered:
+        return self
+
+    async def __anext__(self) -> GenerationEvent:
+        event = self._pending
+        if event is not None:
+            self._pending = None
+            return event
+        if self._closed:
+            raise StopAsyncIteration
+        try:
+            event = await self._events.__anext__()
+        except CloudletError as exc:
+            if counts_against_breaker(exc):
+                self._replica.breaker.failure()
+            await self._finish()
+            raise
+        except BaseException:
+            await self._finish()
+            raise
+        self._record(event)
+        return event
+
+    async def asend(self, value: None) -> GenerationEvent:
+        return await self.__anext__()
+
+    async def athrow(self, typ: Any, val: Any = None, tb: Any = None) -> GenerationEvent:
+        await self._finish()
+        raise typ if val is None else val
+
+    async def aclose(self) -> None:
+        await self._finish()
+
+    async def _finish(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._pending = None
+        self._replica.outstanding -= 1
+        await self._events.aclose()
+        price = self._target.options.price
+        reservation, budget = self._reservation, self._budget
+        if self._owned and reservation is not None and budget is not None and price is not None:
+            usage = self._usage
+            if usage is None:  # broke off or cancelled: charge what was sent
+                usage = Usage(estimate_prompt_tokens(self._request), self._deltas)
+            await budget.settle(reservation, cost(price, usage))

@@ -1,0 +1,111 @@
+"""The request pipeline, in DESIGN.md's order, as one object the API layer calls:
+
+    tenancy (key → tenant) → scope (the key's models) → policy (openness) →
+    limits (reserve the worst case) → router (pick a target, fail over) → engine (stream) →
+    metering (tokens, cost) → ledger (settle, one row)
+
+Each stage is its own module; this one only puts them in order. Without a ledger (tests with
+fake engines) the tenancy and accounting stages are skipped and every caller is anonymous.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from cloudlet.domain import GenerationRequest, ModelId
+from cloudlet.errors import ModelNotPermittedForKey
+from cloudlet.gateway.accounting import Accounted, Accounting
+from cloudlet.gateway.catalog import Catalog
+from cloudlet.gateway.service import Embedding, Gateway, Generation
+from cloudlet.gateway.tenancy import Tenancy
+from cloudlet.ledger.keys import Tenant
+
+
+class Pipeline:
+    def __init__(
+        self,
+        gateway: Gateway,
+        catalog: Catalog,
+        tenancy: Tenancy | None = None,
+        accounting: Accounting | None = None,
+    ) -> None:
+        self.gateway = gateway
+        self.catalog = catalog
+        self.tenancy = tenancy
+        self.accounting = accounting
+
+    async def tenant(self, token: str | None) -> Tenant:
+        """401 for a missing or wrong key (unless the server is in open mode)."""
+        if self.tenancy is None:
+            return Tenant.anonymous()
+        return await self.tenancy.resolve(token)
+
+    def _admit_model(self, tenant: Tenant, model: str) -> list[str]:
+        """Scope and policy for ``model`` and every target it may reach; returns the targets."""
+        if not tenant.may_use(model):
+            raise ModelNotPermittedForKey(
+                f"This API key may not use model {model!r}.", param="model"
+            )
+        targets = self.gateway.targets_of(model)
+        for target in targets:
+            self.catalog.check(target)
+        return targets
+
+    async def generate(self, token: str | None, request: GenerationRequest) -> Generation:
+        tenant = await self.tenant(token)
+        targets = self._admit_model(tenant, request.model)
+        if self.accounting is None:
+            return await self.gateway.generate(request)
+        route = request.model if self.gateway.is_route(request.model) else None
+        max_tokens = request.max_tokens or self.gateway.max_tokens_default(request.model)
+        admission = await self.accounting.admit(
+            tenant,
+            request,
+            model=request.model,
+            route=route,
+            targets=targets,
+            max_tokens=max_tokens,
+        )
+        try:
+            generation = await self.gateway.generate(request)
+        except BaseException as exc:
+            await self.accounting.failed(admission, exc)
+            raise
+        events = Accounted(
+            generation.events,
+            self.accounting,
+            admission,
+            target=generation.target,
+            spilled=generation.spilled,
+        )
+        return Generation(events, generation.target, generation.spilled)
+
+    async def embed(self, token: str | None, model: ModelId, texts: Sequence[str]) -> Embedding:
+        tenant = await self.tenant(token)
+        targets = self._admit_model(tenant, model)
+        if self.accounting is None:
+            return await self.gateway.embed(model, texts)
+        estimate = sum(len(t) // 4 + 1 for t in texts)
+        admission = await self.accounting.admit(
+            tenant,
+            None,
+            model=model,
+            route=model if self.gateway.is_route(model) else None,
+            targets=targets,
+            max_tokens=0,
+            prompt_estimate=estimate,
+        )
+        try:
+            embedding = await self.gateway.embed(model, texts)
+        except BaseException as exc:
+            await self.accounting.failed(admission, exc)
+            raise
+        await self.accounting.settle(
+            admission,
+            target=embedding.target,
+            spilled=embedding.spilled,
+            prompt_tokens=embedding.result.prompt_tokens,
+            completion_tokens=0,
+            status="ok",
+        )
+        return embedding

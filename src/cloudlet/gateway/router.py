@@ -1,0 +1,191 @@
+"""Run one request along a route: plan the targets, gate the cloud on its budget, fail over.
+
+The plan is the policy's ranking; under ``local-first`` the local targets whose estimated queue
+wait is within ``spill.max_queue_wait_ms`` come first, then the remote ones, then the busy or
+down local ones as a last resort. Before a cloud target is tried its worst-case cost is
+reserved against the route's budget; when that fails the budget is spent, and the request
+either waits in a local queue (``when_spent: queue``) or gets a 429 (``reject``).
+
+Errors raised before the first token (an engine's admission errors) fail over to the next
+replica or target, with backoff and full jitter, at most ``retry.max_attempts`` times; the
+client sees nothing of it. Each replica's circuit breaker counts the failures that say the
+upstream is unwell (unreachable, 5xx, timeouts), not load (429, a full queue) nor the client's
+own errors, which are returned at once.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Generic, TypeVar
+
+from cloudlet.config.remote import RouteSpec
+from cloudlet.domain import GenerationRequest
+from cloudlet.errors import (
+    CloudletError,
+    EngineOverloaded,
+    EngineUnavailable,
+    UpstreamError,
+    UpstreamRateLimited,
+)
+from cloudlet.gateway.budget import CloudBudget, Reservation
+from cloudlet.gateway.policies import rank
+from cloudlet.gateway.pricing import Money
+from cloudlet.gateway.targets import Replica, Target
+
+T = TypeVar("T")
+Attempt = Callable[[Target, Replica, Reservation | None], Awaitable[T]]
+_FAILOVER = (EngineOverloaded, EngineUnavailable, UpstreamError)
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingEnv:
+    """The clock, sleep and randomness routing uses; tests inject fakes."""
+
+    clock: Callable[[], float]
+    sleep: Callable[[float], Awaitable[None]]
+    rng: random.Random
+
+
+@dataclass(frozen=True, slots=True)
+class Routed(Generic[T]):
+    """What ran where: ``value`` from ``target`` (a model name); ``spilled`` when that is not
+    the policy's first choice."""
+
+    value: T
+    target: str
+    spilled: bool
+
+
+def counts_against_breaker(exc: CloudletError) -> bool:
+    return isinstance(exc, EngineUnavailable | UpstreamError) and not isinstance(
+        exc, UpstreamRateLimited
+    )
+
+
+class RouteRunner:
+    def __init__(
+        self,
+        spec: RouteSpec,
+        targets: Sequence[Target],
+        budget: CloudBudget | None,
+        env: RoutingEnv,
+    ) -> None:
+        self.spec = spec
+        self.targets = list(targets)
+        self.budget = budget
+        self._env = env
+        self._weights = [(t, w.weight) for t, w in zip(self.targets, spec.targets, strict=True)]
+
+    def plan(
+        self, price_of: Callable[[Target], Money | None]
+    ) -> tuple[list[Target], Target, float | None]:
+        """Targets in the order to try, the policy's first choice, and the local queue wait
+        (seconds) that made a local-first route spill, if it did."""
+
+        def amount(target: Target) -> Decimal:
+            money = price_of(target)
+            return money.amount if money is not None else Decimal(0)
+
+        ranked = rank(self.spec.policy, self._weights, amount, self._env.rng)
+        if self.spec.policy != "local-first":
+            return ranked, ranked[0], None
+        limit_s = self.spec.spill.max_queue_wait_ms / 1000
+        within: list[Target] = []
+        busy: list[Target] = []
+        remote: list[Target] = []
+        waits: list[float] = []
+        for target in ranked:
+            if target.cloud:
+                remote.append(target)
+                continue
+            wait = target.queue_wait_s() if target.available() else float("inf")
+            (within if wait <= limit_s else busy).append(target)
+            waits.append(wait)
+        spilled_wait = None if within else min(waits, default=float("inf"))
+        first_local = next(t for t in ranked if not t.cloud)  # the spec guarantees one
+        return within + remote + busy, first_local, spilled_wait
+
+    async def run(
+        self,
+        request: GenerationRequest | None,
+        attempt: Attempt[T],
+        price_of: Callable[[Target], Money | None],
+    ) -> Routed[T]:
+        order, first, local_wait = self.plan(price_of)
+        tries = 0
+        last: CloudletError | None = None
+        blocked = False
+        for target in order:
+            reservation: Reservation | None = None
+            cost = price_of(target) if target.cloud and self.budget is not None else None
+            if cost is not None and self.budget is not None:
+                if not target.available():
+                    continue
+                reservation = await self.budget.reserve(cost)
+                if reservation is None:
+                    blocked = True
+                    if self.budget.spec.when_spent == "reject":
+                        raise self.budget.exhausted(_finite(local_wait))
+                    continue
+            try:
+                for replica in target.replica_order(request) if target.loaded else []:
+                    if tries >= self.spec.retry.max_attempts:
+                        break
+                    if not replica.breaker.acquire():
+                        continue
+                    if tries:
+                        await self._env.sleep(self._backoff(tries))
+                    tries += 1
+                    try:
+                        value = await attempt(target, replica, reservation)
+                    except CloudletError as exc:
+                        if not isinstance(exc, _FAILOVER):
+                            replica.breaker.release()
+                            raise
+                        if counts_against_breaker(exc):
+                            replica.breaker.failure()
+                        else:
+                            replica.breaker.release()
+                        last = exc
+                        continue
+                    except BaseException:
+                        replica.breaker.release()
+                        raise
+                    replica.breaker.success()
+                    reservation = None  # the attempt settles it now
+                    return Routed(value, target.name, spilled=target is not first)
+            finally:
+                if reservation is not None and self.budget is not None:
+                    nothing = Money(Decimal(0), reservation.amount.currency)
+                    await self.budget.settle(reservation, nothing)
+        if last is not None:
+            raise last
+        if blocked and self.budget is not None:
+            raise self.budget.exhausted(_finite(local_wait))
+        raise _unavailable(self.spec.name, self.targets)
+
+    def _backoff(self, tries: int) -> float:
+        """Full jitter: uniform in [0, min(cap, base * 2^(tries-1))], in seconds."""
+        retry = self.spec.retry
+        ceiling = min(retry.max_backoff_ms, retry.backoff_ms * 2 ** (tries - 1))
+        return self._env.rng.uniform(0, ceiling) / 1000
+
+
+def _finite(wait: float | None) -> float | None:
+    return wait if wait is not None and wait != float("inf") else None
+
+
+def _unavailable(name: str, targets: Sequence[Target]) -> EngineUnavailable:
+    if len(targets) == 1 and not targets[0].loaded:
+        why = targets[0].load_error
+        return EngineUnavailable(
+            f"model {name!r} " + (f"failed to load: {why}" if why else "is still loading"),
+            retry_after=5 if why is None else 60,
+        )
+    return EngineUnavailable(
+        f"no target of {name!r} can take requests now (down, loading or circuit open)",
+        retry_after=5,
+    )

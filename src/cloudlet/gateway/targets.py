@@ -1,0 +1,123 @@
+"""Targets: the served models a route can send a request to, each with its replicas.
+
+A target wraps one engine. An engine that exposes ``replicas`` (the remote engine, one per
+upstream URL) is balanced over them; any other engine is its own single replica. Each replica
+has its circuit breaker, its active-health state and its count of requests in flight; each
+target keeps an average time to first token for the ``fastest`` policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+from cloudlet.config import ModelSpec
+from cloudlet.config.remote import BreakerSpec, HealthCheckSpec, PriceSpec
+from cloudlet.domain import GenerationRequest
+from cloudlet.engines.base import Engine
+from cloudlet.gateway.balancer import PrefixAffinity, least_outstanding, prefix_key
+from cloudlet.gateway.breaker import CircuitBreaker
+
+_TTFT_WEIGHT = 0.2  # weight of the newest observation in the moving average
+
+
+@runtime_checkable
+class Replicated(Protocol):
+    @property
+    def replicas(self) -> Sequence[Engine]: ...
+
+
+@runtime_checkable
+class Probed(Protocol):
+    async def probe(self, timeout_s: float) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TargetOptions:
+    """What routing needs from a model's spec; engines given without one get the defaults."""
+
+    cloud: bool = False
+    price: PriceSpec | None = None
+    max_tokens_default: int = 512
+    balance: Literal["least-outstanding", "prefix-affinity"] = "least-outstanding"
+    breaker: BreakerSpec = field(default_factory=BreakerSpec)
+    health_check: HealthCheckSpec = field(default_factory=HealthCheckSpec)
+
+    @classmethod
+    def of(cls, spec: ModelSpec | None) -> TargetOptions:
+        if spec is None:
+            return cls()
+        return cls(
+            cloud=spec.cloud,
+            price=spec.price,
+            max_tokens_default=spec.max_tokens_default,
+            balance=spec.balance,
+            breaker=spec.breaker,
+            health_check=spec.health_check,
+        )
+
+
+class Replica:
+    def __init__(self, engine: Engine, breaker: CircuitBreaker) -> None:
+        self.engine = engine
+        self.breaker = breaker
+        self.outstanding = 0
+        self.healthy = True
+        self.failed_checks = 0
+
+    def available(self) -> bool:
+        return self.healthy and self.breaker.available()
+
+    def checked(self, ok: bool, unhealthy_after: int) -> None:
+        """Record one active health check."""
+        self.failed_checks = 0 if ok else self.failed_checks + 1
+        if ok:
+            self.healthy = True
+        elif self.failed_checks >= unhealthy_after:
+            self.healthy = False
+
+
+class Target:
+    def __init__(
+        self, name: str, engine: Engine, options: TargetOptions, clock: Callable[[], float]
+    ) -> None:
+        self.name = name
+        self.engine = engine
+        self.options = options
+        engines = list(engine.replicas) if isinstance(engine, Replicated) else [engine]
+        b = options.breaker
+        self.replicas = [
+            Replica(e, CircuitBreaker(b.failures, b.cooldown_s, clock)) for e in engines
+        ]
+        self._affinity = (
+            PrefixAffinity(len(self.replicas)) if options.balance == "prefix-affinity" else None
+        )
+        self.loaded = False
+        self.load_error: str | None = None
+        self.ttft_s: float | None = None
+
+    @property
+    def cloud(self) -> bool:
+        return self.options.cloud
+
+    def available(self) -> bool:
+        return self.loaded and any(r.available() for r in self.replicas)
+
+    def queue_wait_s(self) -> float:
+        """The shortest estimated queue wait among the replicas that would take a request."""
+        waits = [r.engine.stats().estimated_queue_wait_s for r in self.replicas if r.available()]
+        return min(waits, default=float("inf"))
+
+    def replica_order(self, request: GenerationRequest | None) -> list[Replica]:
+        """The available replicas, in the order the balancer prefers for this request."""
+        loads = [r.outstanding for r in self.replicas]
+        if self._affinity is not None and request is not None:
+            order = self._affinity.order(prefix_key(request), loads)
+        else:
+            order = least_outstanding(loads)
+        return [self.replicas[i] for i in order if self.replicas[i].available()]
+
+    def observe_ttft(self, seconds: float) -> None:
+        old = self.ttft_s
+        self.ttft_s = seconds if old is None else (1 - _TTFT_WEIGHT) * old + _TTFT_WEIGHT * seconds
