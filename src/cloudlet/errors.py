@@ -42,15 +42,18 @@ class CloudletError(Exception):
     type: str = "server_error"
     code: str | None = None
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, param: str | None = None, retry_after: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        self._retry_after = None if retry_after is None else max(1, retry_after)
 
     @property
     def retry_after(self) -> int | None:
-        """Seconds a client should wait before retrying, when that is known."""
-        return None
+        """Seconds a client should wait before retrying (the Retry-After header), if known."""
+        return self._retry_after
 
 
 class SpecError(CloudletError):
@@ -142,13 +145,8 @@ class RateLimited(CloudletError):
     code = "rate_limit_exceeded"
 
     def __init__(self, message: str, *, limit: str, retry_after: int) -> None:
-        super().__init__(message)
+        super().__init__(message, retry_after=retry_after)
         self.limit = limit
-        self._retry_after = max(1, retry_after)
-
-    @property
-    def retry_after(self) -> int | None:
-        return self._retry_after
 
 
 class BudgetExceeded(CloudletError):
@@ -159,12 +157,7 @@ class BudgetExceeded(CloudletError):
     code = "budget_exceeded"
 
     def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message)
-        self._retry_after = max(1, retry_after)
-
-    @property
-    def retry_after(self) -> int | None:
-        return self._retry_after
+        super().__init__(message, retry_after=retry_after)
 
 
 class EngineError(CloudletError):
@@ -175,12 +168,7 @@ class _RetryableEngineError(EngineError):
     status = 503
 
     def __init__(self, message: str, *, retry_after: int = 1) -> None:
-        super().__init__(message)
-        self._retry_after = max(1, retry_after)
-
-    @property
-    def retry_after(self) -> int | None:
-        return self._retry_after
+        super().__init__(message, retry_after=retry_after)
 
 
 class EngineOverloaded(_RetryableEngineError):
@@ -212,12 +200,7 @@ class UpstreamRateLimited(UpstreamError):
     code = "upstream_rate_limited"
 
     def __init__(self, message: str, *, retry_after: int = 1) -> None:
-        super().__init__(message)
-        self._retry_after = max(1, retry_after)
-
-    @property
-    def retry_after(self) -> int | None:
-        return self._retry_after
+        super().__init__(message, retry_after=retry_after)
 
 
 class BudgetExhausted(CloudletError):
@@ -228,9 +211,4 @@ class BudgetExhausted(CloudletError):
     code = "cloud_budget_exhausted"
 
     def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message)
-        self._retry_after = max(1, retry_after)
-
-    @property
-    def retry_after(self) -> int | None:
-        return self._retry_after
+        super().__init__(message, retry_after=retry_after)

@@ -101,9 +101,10 @@ def test_every_request_priced_once_including_failures(server: Server) -> None:
     async def cancel() -> None:
         body = {**HI, "max_tokens": 200, "stream": True}
         headers = {"Authorization": f"Bearer {key}"}
-        async with httpx.AsyncClient(timeout=60) as http, http.stream(
-            "POST", server.v1 + "/chat/completions", json=body, headers=headers
-        ) as r:
+        async with (
+            httpx.AsyncClient(timeout=60) as http,
+            http.stream("POST", server.v1 + "/chat/completions", json=body, headers=headers) as r,
+        ):
             async for line in r.aiter_lines():
                 if '"content":"' in line and '"content":""' not in line:
                     break

@@ -25,6 +25,7 @@ from cloudlet.counters.base import Counters, Reservation
 from cloudlet.domain import EngineStats, Finished, GenerationEvent, GenerationRequest, TextDelta
 from cloudlet.engines.openai_wire import estimate_prompt_tokens
 from cloudlet.errors import CloudletError
+from cloudlet.gateway.pricing import price_of
 from cloudlet.ledger.keys import Tenant
 from cloudlet.ledger.writer import LedgerWriter, Status, UsageRow
 from cloudlet.pricing import DEFAULT_REFERENCE, LocalPricer, Money, Price
@@ -45,7 +46,7 @@ class Prices:
         self._local: dict[str, tuple[LocalPricer, Price]] = {}
         for m in models:
             if m.price is not None:
-                price = Price(m.price.input_per_mtok, m.price.output_per_mtok, m.price.currency)
+                price = price_of(m.price)
                 self._fixed[m.name] = (price, price)
             else:
                 cost = m.cost or DEFAULT_LOCAL_COST

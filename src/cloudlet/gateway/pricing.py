@@ -1,37 +1,31 @@
-"""Money and what a request costs on a priced target. Decimal only: no float ever holds money."""
+"""What a request costs on a priced target, from the spec's ``price:`` (:mod:`cloudlet.pricing`).
+
+Money is :class:`cloudlet.pricing.Money` everywhere (Decimal, explicit currency, nine places);
+this module only turns a :class:`~cloudlet.config.remote.PriceSpec` and token counts into it.
+"""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from decimal import Decimal
 
 from cloudlet.config.remote import PriceSpec
 from cloudlet.domain import GenerationRequest, Usage
 from cloudlet.engines.openai_wire import estimate_prompt_tokens, estimate_tokens
+from cloudlet.pricing import Money, Price
 
-_PER_MTOK = Decimal(1_000_000)
+__all__ = ["Money", "cost", "embedding_cost", "price_of", "worst_case"]
 
 
-@dataclass(frozen=True, slots=True)
-class Money:
-    amount: Decimal
-    currency: str
-
-    def __str__(self) -> str:
-        return f"{self.amount.normalize():f} {self.currency}"
+def price_of(spec: PriceSpec) -> Price:
+    return Price(spec.input_per_mtok, spec.output_per_mtok, spec.currency)
 
 
 def cost(price: PriceSpec, usage: Usage) -> Money:
-    amount = (
-        price.input_per_mtok * usage.prompt_tokens + price.output_per_mtok * usage.completion_tokens
-    ) / _PER_MTOK
-    return Money(amount, price.currency)
+    return price_of(price).cost(usage.prompt_tokens, usage.completion_tokens)
 
 
 def worst_case(price: PriceSpec, request: GenerationRequest, max_tokens_default: int) -> Money:
     """What to reserve before the call: the estimated prompt plus every token it may generate."""
     completion = request.max_tokens or max_tokens_default
-    return cost(price, Usage(estimate_prompt_tokens(request), completion))
+    return price_of(price).worst_case(estimate_prompt_tokens(request), completion)
 
 
 def embedding_cost(price: PriceSpec, texts: list[str] | tuple[str, ...]) -> Money:

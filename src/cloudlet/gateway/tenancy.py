@@ -1,9 +1,9 @@
 """Who is calling: resolve the request's API key to a tenant, or refuse.
 
 Open mode, for the laptop: when no key exists and the server listens on loopback only, requests
-need no key, and whatever key a client sends is ignored (like Ollama). Once a key exists, or the server is reachable from the network, every
-request needs one: 401 without or with a wrong one. ``CLOUDLET_ADMIN_KEY`` is accepted
-everywhere and also opens the admin API.
+need no key, and whatever key a client sends is ignored (like Ollama). Once a key exists, or
+the server is reachable from the network, every request needs one: 401 without or with a wrong
+one. ``CLOUDLET_ADMIN_KEY`` is accepted everywhere and also opens the admin API.
 """
 
 from __future__ import annotations
