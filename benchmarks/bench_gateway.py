@@ -1,5 +1,6 @@
-"""Gateway overhead (issue #4): the same fast upstream called directly, through cloudlet, and
-through LiteLLM's proxy, in one run, one worker process each.
+"""Gateway overhead (issues #4 and #5): the same fast upstream called directly, through cloudlet
+(without and with API keys, limits and the ledger), and through LiteLLM's proxy, in one run, one
+worker process each.
 
 The upstream is nginx returning a fixed chat completion (JSON for the direct and LiteLLM calls;
 the same completion as SSE for cloudlet, which always streams from upstreams), or the Python
@@ -196,14 +197,16 @@ def litellm_version(venv: Path) -> str:
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk(url: str, connections: int, duration: int, tmp: Path) -> tuple[float, float, int]:
+def wrk(
+    url: str, connections: int, duration: int, tmp: Path, key: str = KEY
+) -> tuple[float, float, int]:
     """(p50 ms, requests/s, non-2xx) of POST BODY to url with `connections` connections."""
     script = tmp / "post.lua"
     script.write_text(
         'wrk.method = "POST"\n'
         f"wrk.body = {json.dumps(json.dumps(BODY))}\n"
         'wrk.headers["Content-Type"] = "application/json"\n'
-        f'wrk.headers["Authorization"] = "Bearer {KEY}"\n'
+        f'wrk.headers["Authorization"] = "Bearer {key}"\n'
     )
     args = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
@@ -219,8 +222,17 @@ def wrk(url: str, connections: int, duration: int, tmp: Path) -> tuple[float, fl
     )
 
 
-def check(url: str) -> None:
-    r = httpx.post(url, json=BODY, headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+def tenant_key(chat_url: str) -> str:
+    """A team's API key with limits high enough never to refuse, made through the admin API."""
+    admin = chat_url.replace("/v1/chat/completions", "/admin/keys")
+    limits = {"team": "bench", "rpm": 10**9, "tpm": 10**12, "budget": "1000000"}
+    r = httpx.post(admin, json=limits, headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+    r.raise_for_status()
+    return str(r.json()["key"])
+
+
+def check(url: str, key: str = KEY) -> None:
+    r = httpx.post(url, json=BODY, headers={"Authorization": f"Bearer {key}"}, timeout=30)
     r.raise_for_status()
     assert r.json()["choices"][0]["message"]["content"] == "Hello there!", r.text
 
@@ -261,28 +273,33 @@ def main() -> None:
         json_base, sse_base = stack.enter_context(upstream(tmp))
         sides = {"direct": json_base + "/chat/completions"}
 
-        cport = free_port()
-        spec = tmp / "cloudlet.yaml"
-        spec.write_text(
-            f"server: {{log_level: warning}}\nmodels:\n  - name: bench\n    engine: openai\n"
+        models = (
+            "models:\n  - name: bench\n    engine: openai\n"
             f"    url: {sse_base}\n    upstream_model: bench-model\n    api_key: ${{BENCH_KEY}}\n"
             "    health_check: {interval_s: 0}\n"
         )
-        cloudlet = [
-            sys.executable,
-            "-m",
-            "cloudlet",
-            "serve",
-            "--config",
-            str(spec),
-            "--port",
-            str(cport),
-        ]
-        env = {"BENCH_KEY": "sk-upstream", "COLUMNS": "200"}
-        stack.enter_context(
-            running(cloudlet, f"http://127.0.0.1:{cport}/ready", tmp / "cloudlet.log", env)
-        )
-        sides["cloudlet"] = f"http://127.0.0.1:{cport}/v1/chat/completions"
+        env = {"BENCH_KEY": "sk-upstream", "COLUMNS": "200", "XDG_DATA_HOME": str(tmp / "data")}
+        # "cloudlet": routing only (storage.ledger: off); "cloudlet+keys": the same with an API
+        # key checked, its limits reserved and settled, and a ledger row (SQLite) per request.
+        for side, storage in (("cloudlet", "off"), ("cloudlet+keys", "null")):
+            port = free_port()
+            spec = tmp / f"{side}.yaml"
+            spec.write_text(
+                f"server: {{log_level: warning}}\nstorage: {{ledger: {storage}}}\n{models}"
+            )
+            command = [sys.executable, "-m", "cloudlet", "serve", "--config", str(spec)]
+            command += ["--port", str(port)]
+            stack.enter_context(
+                running(
+                    command,
+                    f"http://127.0.0.1:{port}/ready",
+                    tmp / f"{side}.log",
+                    {**env, "CLOUDLET_ADMIN_KEY": KEY},
+                )
+            )
+            sides[side] = f"http://127.0.0.1:{port}/v1/chat/completions"
+        keys = {side: KEY for side in sides}
+        keys["cloudlet+keys"] = tenant_key(sides["cloudlet+keys"])
 
         version = ""
         if not args.no_litellm:
@@ -314,15 +331,16 @@ def main() -> None:
             )
             sides["litellm"] = f"http://127.0.0.1:{lport}/v1/chat/completions"
 
-        for url in sides.values():
-            check(url)
-            wrk(url, 8, 2, tmp)  # warm-up
+        for side, url in sides.items():
+            check(url, keys.get(side, KEY))
+            wrk(url, 8, 2, tmp, keys.get(side, KEY))  # warm-up
         p50s: dict[str, list[float]] = {s: [] for s in sides}
         rps: dict[str, list[float]] = {s: [] for s in sides}
         for round_ in range(args.rounds):
             for side, url in sides.items():
-                p50, _, bad1 = wrk(url, 1, args.duration, tmp)
-                _, r, bad32 = wrk(url, 32, args.duration, tmp)
+                key = keys.get(side, KEY)
+                p50, _, bad1 = wrk(url, 1, args.duration, tmp, key)
+                _, r, bad32 = wrk(url, 32, args.duration, tmp, key)
                 if bad1 or bad32:
                     raise RuntimeError(f"{side}: {bad1 + bad32} failed requests")
                 p50s[side].append(p50)
@@ -374,6 +392,14 @@ def report(
         f"- cloudlet adds {added:.2f} ms at p50 with 1 client (target <= 1 ms: "
         f"{'met' if added <= 1.0 else 'not met'}).",
     ]
+    if "cloudlet+keys" in rps:
+        slower = 1 - rps["cloudlet+keys"] / rps["cloudlet"]
+        lines.append(
+            f"- With an API key, its limits and budget, and a ledger row per request, cloudlet "
+            f"serves {rps['cloudlet+keys']:.0f} requests/s at 32 clients, {slower:.0%} fewer than "
+            f"without them (target: within 20 %: {'met' if slower <= 0.20 else 'not met'}); "
+            f"p50 at 1 client {p50['cloudlet+keys']:.2f} ms against {p50['cloudlet']:.2f} ms."
+        )
     if "litellm" in rps:
         ratio = rps["cloudlet"] / rps["litellm"]
         per_round = [c / w for c, w in zip(rounds["cloudlet"], rounds["litellm"], strict=True)]

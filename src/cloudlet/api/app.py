@@ -52,12 +52,13 @@ def create_app(
 
         engines = build_engines(spec)
     gateway = Gateway(engines, spec)
+    with_accounts = accounts and spec.storage.ledger != "off"
     pipeline = Pipeline(gateway, catalog if catalog is not None else Catalog.from_spec(spec))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            if accounts:
+            if with_accounts:
                 app.state.ledger = await _open_accounts(spec, pipeline, admin_key, stack)
             loading = asyncio.create_task(gateway.start(), name="load-models")
             try:
@@ -84,7 +85,7 @@ def create_app(
     install_error_handlers(app)
     for module in (models, chat, completions, embeddings, health):
         app.include_router(module.router)
-    if accounts:
+    if with_accounts:
         app.include_router(admin.router)
     app.include_router(metrics_router)
     app.add_middleware(BodyLimit, max_bytes=spec.server.max_body_bytes)

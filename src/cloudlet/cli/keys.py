@@ -72,13 +72,14 @@ def register(parent: typer.Typer) -> None:
 def storage_for(config: Path | None, ledger: str | None) -> StorageSpec:
     """``--ledger`` if given, else the spec's ``storage`` block, else the defaults."""
     try:
-        if ledger:
+        if ledger and ledger != "off":
             return StorageSpec(ledger=ledger)
     except ValidationError as exc:
         fail(f"--ledger: {exc.errors()[0]['msg']}", 2)
-    spec = spec_or_exit(config)
-    storage = getattr(spec, "storage", None)
-    return storage if isinstance(storage, StorageSpec) else StorageSpec()
+    storage = spec_or_exit(config).storage
+    if storage.ledger == "off":
+        fail("the spec turns the ledger off (storage.ledger: off): no keys, no usage", 2)
+    return storage
 
 
 def with_ledger(storage: StorageSpec, work: Callable[[Ledger], Awaitable[T]]) -> T:

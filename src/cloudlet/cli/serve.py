@@ -136,7 +136,11 @@ class _BannerServer(uvicorn.Server):
         if self.started and self.servers:
             bound = self.servers[0].sockets[0].getsockname()
             tenancy = self._pipeline.tenancy
-            auth = await tenancy.mode() if tenancy is not None else "open (no ledger)"
+            auth = (
+                await tenancy.mode()
+                if tenancy is not None
+                else "[yellow]off[/] (storage.ledger: off): no API keys, no limits, no ledger"
+            )
             console().print(banner(self._spec, bound[0], bound[1], self._catalog, auth))
 
 

@@ -37,7 +37,7 @@ class StorageSpec(_Strict):
     ledger: str | None = Field(
         None,
         description="sqlite:///path or postgresql://user@host/db (default: SQLite in the user "
-        "data directory, e.g. ~/.local/share/cloudlet/ledger.db)",
+        "data directory, e.g. ~/.local/share/cloudlet/ledger.db); `off`: no keys, no ledger",
     )
     counters: str = Field(
         "memory", description="memory (one replica) or redis://host:6379/0 (shared by replicas)"
@@ -51,15 +51,21 @@ class StorageSpec(_Strict):
         "a crash loses at most this window's rows",
     )
 
+    @field_validator("ledger", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        # YAML 1.1 reads a bare `off` as false.
+        return "off" if value is False else value
+
     @field_validator("ledger")
     @classmethod
     def _ledger_url(cls, value: str | None) -> str | None:
-        if value is None:
+        if value is None or value == "off":
             return value
         scheme = value.split("://", 1)[0] if "://" in value else ""
         if scheme not in _LEDGER_SCHEMES:
             # The URL is not repeated: it may carry a password.
-            raise ValueError("expected sqlite:///path or postgresql://user@host/database")
+            raise ValueError("expected sqlite:///path, postgresql://user@host/database or off")
         return value
 
     @field_validator("counters")
