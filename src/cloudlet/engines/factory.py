@@ -15,9 +15,9 @@ def build_engine(spec: ModelSpec) -> Engine:
         from cloudlet.engines.llamacpp_embed import LlamaCppEmbeddingEngine
 
         return LlamaCppEmbeddingEngine(spec)
-    from cloudlet.engines.llamacpp import LlamaCppEngine
+    from cloudlet.engines.llamacpp_batched import BatchedLlamaCppEngine
 
-    return LlamaCppEngine(spec)
+    return BatchedLlamaCppEngine(spec)
 
 
 def build_engines(spec: Spec) -> dict[str, Engine]:

@@ -1,0 +1,299 @@
+"""The embedded llama.cpp chat engine with continuous batching: many streams, one model.
+
+This engine drives llama.cpp's low-level API: one context whose KV cache holds up to
+``parallel`` sequences, decoded together in one ``llama_batch`` per step by
+:class:`~cloudlet.engines.llamacpp_scheduler.Scheduler` on a dedicated thread. A batch of 8
+tokens costs little more than a batch of 1 on a CPU (the weights are read once per step), so
+aggregate throughput grows with the number of streams while each stream keeps streaming.
+
+It implements :class:`~cloudlet.engines.base.ChatEngine`: errors (a too-long prompt, a full
+queue, a bad schema) are raised by ``generate`` before the stream starts, the stream yields
+``TextDelta``\\ s then one ``Finished``, and closing it cancels the sequence.
+
+KV layout: one KV stream of ``context`` cells per sequence (``kv_unified`` off; ``context *
+parallel`` cells in all), as llama-server lays it out. Each token then attends only to its own
+sequence's cells; in a unified buffer every token scans every sequence's cells (the cached
+prompts of idle slots included), which made decoding up to ~2x slower here, and llama.cpp's CPU
+flash attention gave results that depend on where cells sit in the buffer (shared prefix cells
+after a sequence's own), so a seeded request would not repeat. The price: a prefix is shared
+between slots by copying a whole stream, not by tagging cells; see the scheduler. Every
+admitted request fits its stream, so none is ever preempted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import llama_cpp
+from llama_cpp._internals import LlamaModel
+
+from cloudlet.config import ModelSpec
+from cloudlet.domain import (
+    EngineStats,
+    Finished,
+    GenerationEvent,
+    GenerationRequest,
+    ModelId,
+    ModelInfo,
+)
+from cloudlet.engines.llamacpp_common import PromptRenderer, default_threads, grammar_for
+from cloudlet.engines.llamacpp_logging import route_llama_logs
+from cloudlet.engines.llamacpp_sampling import SamplerChain
+from cloudlet.engines.llamacpp_scheduler import Scheduler
+from cloudlet.engines.llamacpp_slots import BatchJob
+from cloudlet.engines.sources import resolve_source
+from cloudlet.errors import ContextLengthExceeded, EngineOverloaded, EngineUnavailable
+
+log = logging.getLogger(__name__)
+
+# On a CPU a decode step is bound by reading the weights; up to ~8 sequences share that read
+# almost for free, beyond it each stream slows down about linearly. GPUs keep gaining longer.
+CPU_PARALLEL = 8
+GPU_PARALLEL = 16
+KV_MEMORY_SHARE = 4  # the default parallel keeps the KV cache under 1/4 of physical memory
+MAX_BATCH = 512  # tokens per decode step: the decoding sequences plus prompt chunks
+# Host memory for saved prompt states (chat histories that outlive their slot): 1/16 of the
+# machine's memory, at most 2 GiB; it fills only as slots drop prompts.
+PROMPT_CACHE_SHARE = 16
+PROMPT_CACHE_MAX = 2 << 30
+
+
+def default_parallel(kv_bytes_per_sequence: int, memory_bytes: int | None = None) -> int:
+    """Concurrent sequences for a model whose spec leaves ``parallel`` unset.
+
+    8 on a CPU, 16 with a GPU, fewer when ``parallel`` full-context KV caches would take more
+    than a quarter of the machine's memory.
+    """
+    wanted = GPU_PARALLEL if llama_cpp.llama_supports_gpu_offload() else CPU_PARALLEL
+    memory = memory_bytes if memory_bytes is not None else _physical_memory()
+    if memory and kv_bytes_per_sequence > 0:
+        wanted = min(wanted, memory // KV_MEMORY_SHARE // kv_bytes_per_sequence)
+    return max(1, int(wanted))
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def kv_bytes_per_token(model: Any) -> int:
+    """f16 K and V for every layer (llama.cpp's default cache type)."""
+    n_layer = llama_cpp.llama_model_n_layer(model)
+    n_head = max(1, llama_cpp.llama_model_n_head(model))
+    head_dim = llama_cpp.llama_model_n_embd(model) // n_head
+    return int(n_layer * 2 * llama_cpp.llama_model_n_head_kv(model) * head_dim * 2)
+
+
+class BatchedLlamaCppEngine:
+    """A :class:`~cloudlet.engines.base.ChatEngine` on llama.cpp's batched low-level API."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self._spec = spec
+        self._info = ModelInfo(
+            id=ModelId(spec.name),
+            kind="chat",
+            engine="llamacpp",
+            context_length=spec.context,
+            created=int(time.time()),
+            source=spec.source,
+        )
+        self._model: Any = None  # llama_cpp._internals.LlamaModel (untyped)
+        self._ctx: Any = None
+        self._renderer: PromptRenderer | None = None
+        self._scheduler: Scheduler | None = None
+        self._parallel = spec.parallel or CPU_PARALLEL
+        self._requests = 0
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    @property
+    def parallel(self) -> int:
+        """Concurrent sequences (the spec's, or the machine's default once started)."""
+        return self._parallel
+
+    async def start(self) -> None:
+        path = resolve_source(self._spec.source)
+        route_llama_logs()
+        try:
+            await asyncio.to_thread(self._load, str(path))
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise EngineUnavailable(f"cannot load {path}: {exc}") from exc
+        assert self._model is not None
+        self._renderer = PromptRenderer(self._model)
+        n_batch = max(MAX_BATCH, self._parallel)
+        self._scheduler = Scheduler(
+            self._ctx,
+            self._model.vocab,
+            parallel=self._parallel,
+            n_batch=n_batch,
+            prompt_cache_bytes=min(_physical_memory() // PROMPT_CACHE_SHARE, PROMPT_CACHE_MAX),
+            loop=asyncio.get_running_loop(),
+            name=self._spec.name,
+        )
+        self._scheduler.start()
+
+    def _load(self, path: str) -> None:
+        """Load the weights and create the context (on a worker thread: this blocks)."""
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = 0  # as Llama's default: the single-sequence engine runs on CPU too
+        # verbose=True keeps llama-cpp-python from redirecting the process's fds while loading;
+        # llama.cpp's log already goes to our logger.
+        model: Any = LlamaModel(path_model=path, params=params, verbose=True)
+        try:
+            if self._spec.parallel is None:
+                per_sequence = kv_bytes_per_token(model.model) * self._spec.context
+                self._parallel = default_parallel(per_sequence)
+            cparams = llama_cpp.llama_context_default_params()
+            cparams.n_ctx = self._spec.context * self._parallel
+            cparams.n_batch = cparams.n_ubatch = max(MAX_BATCH, self._parallel)
+            cparams.n_seq_max = self._parallel
+            cparams.kv_unified = False  # one stream per sequence: see the module docstring
+            cparams.n_threads = cparams.n_threads_batch = self._spec.threads or default_threads()
+            cparams.no_perf = True
+            ctx = llama_cpp.llama_init_from_model(model.model, cparams)
+            if not ctx:
+                raise RuntimeError(
+                    f"llama.cpp could not create a context of {cparams.n_ctx} tokens "
+                    f"({self._parallel} sequences of {self._spec.context})"
+                )
+            if llama_cpp.llama_n_ctx_seq(ctx) < self._spec.context:  # admission relies on it
+                llama_cpp.llama_free(ctx)
+                raise RuntimeError(f"llama.cpp gave sequences less than {self._spec.context} cells")
+        except BaseException:
+            model.close()
+            raise
+        self._model, self._ctx = model, ctx
+        log.info(
+            "model %s: %d parallel sequences of %d tokens (KV cache of %d cells)",
+            self._spec.name,
+            self._parallel,
+            self._spec.context,
+            cparams.n_ctx,
+        )
+
+    async def close(self) -> None:
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            scheduler.stop()
+            await asyncio.to_thread(scheduler.join)
+        ctx, self._ctx = self._ctx, None
+        if ctx is not None:
+            llama_cpp.llama_free(ctx)
+        model, self._model = self._model, None
+        if model is not None:
+            model.close()
+        self._renderer = None
+
+    def stats(self) -> EngineStats:
+        """Load for the router and metrics.
+
+        ``tokens_per_second`` is the aggregate generation rate while busy, over the decode steps
+        of the last ten seconds (it holds its last value when idle, which is what a router
+        estimating a wait needs). ``estimated_queue_wait_s`` is how long a request arriving
+        now would wait for a slot.
+        """
+        scheduler = self._scheduler
+        if scheduler is None:
+            return EngineStats(capacity=self._parallel, requests_total=self._requests)
+        s = scheduler.stats
+        outstanding = s.outstanding
+        waiting = max(0, outstanding - self._parallel)
+        # A new request gets a slot after `waiting + 1` of the running jobs end; with every
+        # slot busy they end `parallel` per average job duration.
+        wait = 0.0
+        if outstanding >= self._parallel:
+            wait = (waiting + 1) * scheduler.job_seconds() / self._parallel
+        return EngineStats(
+            queue_depth=waiting,
+            running=min(outstanding, self._parallel),
+            capacity=self._parallel,
+            tokens_per_second=s.tokens_per_second,
+            estimated_queue_wait_s=wait,
+            prompt_tokens_evaluated=s.prompt_tokens_evaluated,
+            prompt_tokens_cached=s.prompt_tokens_cached,
+            requests_total=self._requests,
+        )
+
+    # --- admission -------------------------------------------------------------------------
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        scheduler, renderer, model = self._scheduler, self._renderer, self._model
+        if scheduler is None or renderer is None or model is None:
+            raise EngineUnavailable(f"model {self._spec.name!r} is not loaded")
+        tokens = renderer.tokens(request)
+        n_ctx = self._spec.context
+        room = n_ctx - len(tokens)
+        max_tokens = request.max_tokens or min(self._spec.max_tokens_default, max(room, 0))
+        if room <= 0 or max_tokens > room:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {n_ctx} tokens. However, you requested "
+                f"{len(tokens) + max_tokens} tokens ({len(tokens)} in the prompt, {max_tokens} "
+                "in the completion). Please reduce the length of the prompt or of max_tokens.",
+                param="messages" if request.messages is not None else "prompt",
+            )
+        if scheduler.is_full(self._spec.queue_size):  # checked again, atomically, on submit
+            raise self._overloaded()
+        sampler = SamplerChain(model.vocab, request, grammar_for(request.response_format))
+        job = BatchJob(request, tokens, max_tokens, sampler)
+        if not scheduler.submit(job, self._spec.queue_size):
+            sampler.close()
+            raise self._overloaded()
+        self._requests += 1
+        return _JobStream(job)
+
+    def _overloaded(self) -> EngineOverloaded:
+        stats = self.stats()
+        return EngineOverloaded(
+            f"model {self._spec.name!r} has {stats.queue_depth} requests waiting; retry later",
+            retry_after=round(stats.estimated_queue_wait_s) + 1,
+        )
+
+
+class _JobStream:
+    """The event stream of one job; closing it cancels the job.
+
+    A class rather than an async generator: a generator's ``finally`` does not run when it is
+    closed before its first ``__anext__``, and a client may leave while its request still
+    waits in the queue. Cancellation is a flag the decode thread reads between steps.
+    """
+
+    def __init__(self, job: BatchJob) -> None:
+        self._job = job
+        self._done = False
+
+    def __aiter__(self) -> _JobStream:
+        return self
+
+    async def __anext__(self) -> GenerationEvent:
+        if self._done:
+            raise StopAsyncIteration
+        try:
+            event = await self._job.events.get()
+        except BaseException:  # the consumer was cancelled: its client is gone
+            self._cancel()
+            raise
+        if isinstance(event, BaseException):
+            self._cancel()
+            raise event
+        if isinstance(event, Finished):
+            self._done = True
+        return event
+
+    async def aclose(self) -> None:
+        self._cancel()
+
+    def _cancel(self) -> None:
+        self._done = True
+        self._job.cancelled.set()  # no-op once the job has finished
+
+    def __del__(self) -> None:
+        self._job.cancelled.set()  # dropped without aclose: nobody reads it any more
