@@ -144,7 +144,7 @@ class BatchedLlamaCppEngine:
     def _load(self, path: str) -> None:
         """Load the weights and create the context (on a worker thread: this blocks)."""
         params = llama_cpp.llama_model_default_params()
-        params.n_gpu_layers = 0  # as Llama's default: the single-sequence engine runs on CPU too
+        params.n_gpu_layers = 0  # Llama's default; the spec has no GPU setting yet
         # verbose=True keeps llama-cpp-python from redirecting the process's fds while loading;
         # llama.cpp's log already goes to our logger.
         model: Any = LlamaModel(path_model=path, params=params, verbose=True)

@@ -1,7 +1,7 @@
 """Pieces every llama.cpp engine shares: the model's chat template, grammars, defaults.
 
-Kept apart from any scheduler so the single-sequence and batched engines render prompts and
-constrain output identically.
+Kept apart from the scheduler so that every llama.cpp engine renders prompts and constrains
+output identically.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class PromptRenderer:
     """Renders chat messages with the model's own Jinja chat template.
 
     Takes a ``Llama`` or a bare ``LlamaModel``: the batched engine owns its context itself and
-    has no ``Llama`` object, yet must render and tokenize exactly like the single-sequence one.
+    has no ``Llama`` object, yet must render and tokenize exactly as ``Llama`` does.
     """
 
     def __init__(self, llm: Llama | LlamaModel) -> None:

@@ -2,8 +2,8 @@
 
 Every sequence in a batch needs its own sampler state (its seed's random stream, its grammar's
 parse position, its penalty history), so each gets its own llama.cpp sampler chain. The chain
-is built in the same order and with the same defaults as ``Llama._init_sampler``, which the
-single-sequence engine uses, so a request samples alike on either engine.
+is built in the same order and with the same defaults as ``Llama._init_sampler`` (what
+``Llama.generate`` and llama-cpp-python's own server use), so a request samples alike here.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class SamplerChain:
             add(llama_cpp.llama_sampler_init_greedy())
         else:
             seed = s.seed if s.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
-            # typical_p is 1.0 (a no-op) in the single-sequence path; left out here.
+            # typical_p is 1.0 (a no-op) in Llama.generate's defaults; left out here.
             add(llama_cpp.llama_sampler_init_top_k(s.top_k))
             add(llama_cpp.llama_sampler_init_top_p(s.top_p, 1))
             add(llama_cpp.llama_sampler_init_min_p(s.min_p, 1))
