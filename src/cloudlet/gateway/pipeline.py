@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cloudlet.domain import GenerationRequest, ModelId
+from cloudlet.engines.openai_wire import estimate_tokens
 from cloudlet.errors import ModelNotPermittedForKey
 from cloudlet.gateway.accounting import Accounted, Accounting
 from cloudlet.gateway.catalog import Catalog
@@ -85,7 +86,7 @@ class Pipeline:
         targets = self._admit_model(tenant, model)
         if self.accounting is None:
             return await self.gateway.embed(model, texts)
-        estimate = sum(len(t) // 4 + 1 for t in texts)
+        estimate = sum(estimate_tokens(t) for t in texts)
         admission = await self.accounting.admit(
             tenant,
             None,
