@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,9 +42,14 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
-def start_server(tmp: Path, config: str | None = None, env: dict[str, str] | None = None) -> Server:
+def start_server(
+    tmp: Path,
+    config: str | None = None,
+    env: dict[str, str] | None = None,
+    extra_args: Sequence[str] = (),
+) -> Server:
     port = free_port()
-    args = [sys.executable, "-m", "cloudlet", "serve", "--port", str(port)]
+    args = [sys.executable, "-m", "cloudlet", "serve", "--port", str(port), *extra_args]
     if config is not None:
         path = tmp / "cloudlet.yaml"
         path.write_text(config)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 from fastapi import FastAPI
 
@@ -37,6 +37,7 @@ def create_app(
     *,
     accounts: bool = True,
     admin_key: str | None = None,
+    companions: Sequence[Callable[[], contextlib.AbstractAsyncContextManager[None]]] = (),
 ) -> FastAPI:
     """Build the ASGI app for ``spec``.
 
@@ -45,7 +46,9 @@ def create_app(
     the spec's storage (keys, usage ledger, counters) and every request is authenticated,
     limited, priced and recorded; ``admin_key`` is ``CLOUDLET_ADMIN_KEY``. Models load in the
     background once the server is up, so ``/health`` answers at once and ``/ready`` turns 200
-    when every model is loaded (a Kubernetes startup probe waits on it).
+    when every model is loaded (a Kubernetes startup probe waits on it). ``companions`` run
+    alongside the server, entered once the models have started loading (the in-cluster
+    gateway's pod discovery is one).
     """
     if engines is None:
         from cloudlet.engines.factory import build_engines
@@ -62,6 +65,8 @@ def create_app(
                 app.state.ledger = await _open_accounts(spec, pipeline, admin_key, stack)
             loading = asyncio.create_task(gateway.start(), name="load-models")
             try:
+                for companion in companions:
+                    await stack.enter_async_context(companion())
                 yield
             finally:
                 loading.cancel()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from types import FrameType
 from typing import Annotated
 
@@ -25,6 +27,7 @@ from cloudlet.cli.common import (
     spec_or_exit,
 )
 from cloudlet.config import Spec
+from cloudlet.engines.base import Engine
 from cloudlet.engines.sources import resolve_source
 from cloudlet.errors import CloudletError, ModelNotPermitted, SpecError
 from cloudlet.gateway.catalog import Catalog
@@ -43,6 +46,25 @@ def serve(
     log_level: Annotated[
         str | None, typer.Option(help="debug, info, warning or error [default: info]")
     ] = None,
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster",
+            help="Run as the gateway inside Kubernetes: local models are served by their "
+            "engine pods (found from EndpointSlices) and scaled up from zero on demand. "
+            "`cloudlet deploy` sets this.",
+        ),
+    ] = False,
+    namespace: Annotated[
+        str | None,
+        typer.Option(envvar="POD_NAMESPACE", help="With --cluster: the models' namespace"),
+    ] = None,
+    wake_timeout: Annotated[
+        float,
+        typer.Option(
+            min=1, help="With --cluster: seconds a request waits for a model to scale from zero"
+        ),
+    ] = 120.0,
 ) -> None:
     """Serve the spec's models behind an OpenAI-compatible API."""
     spec = spec_or_exit(
@@ -50,7 +72,7 @@ def serve(
         {"server.host": host, "server.port": port, "server.log_level": log_level},
     )
     for model in spec.models:
-        if model.engine != "llamacpp" or not model.source:
+        if cluster or model.engine != "llamacpp" or not model.source:
             continue
         try:
             resolve_source(model.source)
@@ -61,7 +83,14 @@ def serve(
 
     from cloudlet.api import create_app
 
-    app = create_app(spec, catalog=catalog, admin_key=os.environ.get("CLOUDLET_ADMIN_KEY") or None)
+    engines, companions = _cluster_parts(spec, namespace, wake_timeout) if cluster else (None, [])
+    app = create_app(
+        spec,
+        engines,
+        catalog=catalog,
+        admin_key=os.environ.get("CLOUDLET_ADMIN_KEY") or None,
+        companions=companions,
+    )
     server = _BannerServer(
         uvicorn.Config(
             app,
@@ -75,10 +104,35 @@ def serve(
         app.state.drain,
         catalog,
         app.state.pipeline,
+        cluster_line=(
+            f"cluster: local models run on their engine pods in namespace {namespace!r}; "
+            f"a model at zero replicas is scaled up, requests wait up to {wake_timeout:.0f}s"
+            if cluster
+            else None
+        ),
     )
     server.run()
     if not server.started:
         raise typer.Exit(1)
+
+
+def _cluster_parts(
+    spec: Spec, namespace: str | None, wake_timeout: float
+) -> tuple[dict[str, Engine], list[Callable[[], AbstractAsyncContextManager[None]]]]:
+    """Engines over engine pods, and the link that keeps their pods current."""
+    try:
+        from cloudlet.kube.client import KubeClient
+        from cloudlet.kube.cluster import ClusterLink, cluster_engines
+    except ImportError as exc:  # the `kube` extra is not installed
+        fail(f"--cluster needs cloudlet's kube extra (pip install 'cloudlet[kube]'): {exc}", 1)
+    if not namespace:
+        fail("--cluster needs --namespace (or POD_NAMESPACE, as rendered manifests set it)", 2)
+    try:
+        engines = cluster_engines(spec, wake_timeout_s=wake_timeout)
+        link = ClusterLink(engines, namespace, KubeClient.connect)
+    except SpecError as exc:
+        fail(exc.message, EXIT_BAD_SPEC)
+    return engines, [link.running]
 
 
 def _checked_catalog(spec: Spec) -> Catalog:
@@ -108,8 +162,11 @@ class _BannerServer(uvicorn.Server):
         drain: DrainState,
         catalog: Catalog,
         pipeline: Pipeline,
+        *,
+        cluster_line: str | None = None,
     ) -> None:
         super().__init__(config)
+        self._cluster_line = cluster_line
         self._spec = spec
         self._drain = drain
         self._catalog = catalog
@@ -141,10 +198,14 @@ class _BannerServer(uvicorn.Server):
                 if tenancy is not None
                 else "[yellow]off[/] (storage.ledger: off): no API keys, no limits, no ledger"
             )
-            console().print(banner(self._spec, bound[0], bound[1], self._catalog, auth))
+            console().print(
+                banner(self._spec, bound[0], bound[1], self._catalog, auth, self._cluster_line)
+            )
 
 
-def banner(spec: Spec, host: str, port: int, catalog: Catalog, auth: str) -> Panel:
+def banner(
+    spec: Spec, host: str, port: int, catalog: Catalog, auth: str, cluster: str | None = None
+) -> Panel:
     shown = f"[{host}]" if ":" in host else host
     base = f"http://{shown}:{port}"
     table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
@@ -174,6 +235,7 @@ def banner(spec: Spec, host: str, port: int, catalog: Catalog, auth: str) -> Pan
         "health: /health   ready: /ready   metrics: /metrics   docs: /docs",
         f"auth: {auth}",
         f"policy: {_policy_line(catalog)}",
+        *([cluster] if cluster else []),
     ]
     return Panel(Group(*lines, "", table), title="cloudlet", expand=False)
 

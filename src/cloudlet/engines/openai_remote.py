@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 
 import httpx
 
@@ -57,6 +57,7 @@ class OpenAIEngine:
         self.get_headers = httpx.Headers()
         self.timeouts: dict[str, float | None] = {}
         self._replicas = [OpenAIReplica(self, i, url) for i, url in enumerate(spec.replica_urls)]
+        self._new_pool: Callable[[], TransportPool] | None = None  # set by start
 
     @property
     def info(self) -> ModelInfo:
@@ -98,8 +99,9 @@ class OpenAIEngine:
                 trust_env=False,
             )
 
+        self._new_pool = lambda: TransportPool(make, per_replica)
         for replica in self._replicas:
-            replica.transports = TransportPool(make, per_replica)
+            replica.transports = self._new_pool()
 
     def _resolve(self, value: str, field: str) -> str:
         env = os.environ if self._environ is None else self._environ

@@ -47,12 +47,19 @@ def prefix_key(request: GenerationRequest) -> str:
 
 
 class PrefixAffinity:
-    """A hash ring over ``replicas`` replica indices, built once per model."""
+    """A hash ring over replica indices, built once per set of replicas.
 
-    def __init__(self, replicas: int, *, load_factor: float = LOAD_FACTOR) -> None:
+    ``replicas`` is their number, or a stable key per replica (a pod's address): keyed points
+    stay where they are when replicas come and go, so only the prefixes of a replica that left
+    (or the share a new one takes) move, and the others keep their warm caches.
+    """
+
+    def __init__(self, replicas: int | Sequence[str], *, load_factor: float = LOAD_FACTOR) -> None:
         self._load_factor = load_factor
+        keys = [f"replica-{i}" for i in range(replicas)] if isinstance(replicas, int) else replicas
+        replicas = len(keys)
         points = sorted(
-            (_hash(f"replica-{i}-{v}"), i) for i in range(replicas) for v in range(VIRTUAL_NODES)
+            (_hash(f"{key}-{v}"), i) for i, key in enumerate(keys) for v in range(VIRTUAL_NODES)
         )
         self._hashes = [h for h, _ in points]
         self._owners = [i for _, i in points]

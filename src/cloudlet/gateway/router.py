@@ -115,9 +115,14 @@ class RouteRunner:
         price_of: Callable[[Target], Money | None],
     ) -> Routed[T]:
         order, first, local_wait = self.plan(price_of)
-        tries = 0
-        last: CloudletError | None = None
+        tries = _Tries()
         blocked = False
+        # Targets scaled to zero start scaling now; the request waits for one only when no
+        # other target could take it (a cloud target takes the overflow meanwhile).
+        sleeping = [t for t in order if _asleep(t)]
+        for target in sleeping:
+            assert target.dynamic is not None
+            await target.dynamic.wake(wait=False)
         for target in order:
             reservation: Reservation | None = None
             cost = price_of(target) if target.cloud and self.budget is not None else None
@@ -131,41 +136,62 @@ class RouteRunner:
                         raise self.budget.exhausted(_finite(local_wait))
                     continue
             try:
-                for replica in target.replica_order(request) if target.loaded else []:
-                    if tries >= self.spec.retry.max_attempts:
-                        break
-                    if not replica.breaker.acquire():
-                        continue
-                    if tries:
-                        await self._env.sleep(self._backoff(tries))
-                    tries += 1
-                    try:
-                        value = await attempt(target, replica, reservation)
-                    except CloudletError as exc:
-                        if not isinstance(exc, _FAILOVER):
-                            replica.breaker.release()
-                            raise
-                        if counts_against_breaker(exc):
-                            replica.breaker.failure()
-                        else:
-                            replica.breaker.release()
-                        last = exc
-                        continue
-                    except BaseException:
-                        replica.breaker.release()
-                        raise
-                    replica.breaker.success()
+                value = await self._try(target, request, attempt, reservation, tries)
+                if value is not None:
                     reservation = None  # the attempt settles it now
-                    return Routed(value, target.name, spilled=target is not first)
+                    return Routed(value[0], target.name, spilled=target is not first)
             finally:
                 if reservation is not None and self.budget is not None:
                     nothing = Money(Decimal(0), reservation.amount.currency)
                     await self.budget.settle(reservation, nothing)
-        if last is not None:
-            raise last
+        for target in sleeping:
+            assert target.dynamic is not None
+            if tries.count < self.spec.retry.max_attempts and await target.dynamic.wake(wait=True):
+                value = await self._try(target, request, attempt, None, tries)
+                if value is not None:
+                    return Routed(value[0], target.name, spilled=target is not first)
+        if tries.last is not None:
+            raise tries.last
         if blocked and self.budget is not None:
             raise self.budget.exhausted(_finite(local_wait))
-        raise _unavailable(self.spec.name, self.targets)
+        raise _unavailable(self.spec.name, self.targets, bool(sleeping))
+
+    async def _try(
+        self,
+        target: Target,
+        request: GenerationRequest | None,
+        attempt: Attempt[T],
+        reservation: Reservation | None,
+        tries: _Tries,
+    ) -> tuple[T] | None:
+        """Try ``target``'s replicas in the balancer's order; the value of the first that
+        succeeds (in a 1-tuple), or None with the failures recorded in ``tries``."""
+        for replica in target.replica_order(request) if target.loaded else []:
+            if tries.count >= self.spec.retry.max_attempts:
+                break
+            if not replica.breaker.acquire():
+                continue
+            if tries.count:
+                await self._env.sleep(self._backoff(tries.count))
+            tries.count += 1
+            try:
+                value = await attempt(target, replica, reservation)
+            except CloudletError as exc:
+                if not isinstance(exc, _FAILOVER):
+                    replica.breaker.release()
+                    raise
+                if counts_against_breaker(exc):
+                    replica.breaker.failure()
+                else:
+                    replica.breaker.release()
+                tries.last = exc
+                continue
+            except BaseException:
+                replica.breaker.release()
+                raise
+            replica.breaker.success()
+            return (value,)
+        return None
 
     def _backoff(self, tries: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2^(tries-1))], in seconds."""
@@ -174,11 +200,33 @@ class RouteRunner:
         return self._env.rng.uniform(0, ceiling) / 1000
 
 
+@dataclass(slots=True)
+class _Tries:
+    """Attempts made so far for one request, and the last failure."""
+
+    count: int = 0
+    last: CloudletError | None = None
+
+
+def _asleep(target: Target) -> bool:
+    """A loaded dynamic target with no replica at all: scaled to zero."""
+    if target.dynamic is None or not target.loaded:
+        return False
+    target.sync()
+    return not target.replicas
+
+
 def _finite(wait: float | None) -> float | None:
     return wait if wait is not None and wait != float("inf") else None
 
 
-def _unavailable(name: str, targets: Sequence[Target]) -> EngineUnavailable:
+def _unavailable(name: str, targets: Sequence[Target], waking: bool) -> EngineUnavailable:
+    if waking:
+        return EngineUnavailable(
+            f"model {name!r} is scaling up from zero and no replica became ready in time; "
+            "retry shortly",
+            retry_after=10,
+        )
     if len(targets) == 1 and not targets[0].loaded:
         why = targets[0].load_error
         return EngineUnavailable(

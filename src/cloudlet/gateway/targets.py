@@ -33,6 +33,24 @@ class Probed(Protocol):
     async def probe(self, timeout_s: float) -> bool: ...
 
 
+@runtime_checkable
+class Dynamic(Protocol):
+    """An engine whose replicas come and go (engine pods in a cluster)."""
+
+    @property
+    def replicas(self) -> Sequence[Engine]: ...
+
+    @property
+    def replicas_version(self) -> int:
+        """Changes whenever ``replicas`` does."""
+        ...
+
+    async def wake(self, *, wait: bool) -> bool:
+        """With no replica: ask for one (scale from zero) and, with ``wait``, wait a bounded
+        time for it. True when a replica is there."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class TargetOptions:
     """What routing needs from a model's spec; engines given without one get the defaults."""
@@ -85,14 +103,12 @@ class Target:
         self.name = name
         self.engine = engine
         self.options = options
-        engines = list(engine.replicas) if isinstance(engine, Replicated) else [engine]
-        b = options.breaker
-        self.replicas = [
-            Replica(e, CircuitBreaker(b.failures, b.cooldown_s, clock)) for e in engines
-        ]
-        self._affinity = (
-            PrefixAffinity(len(self.replicas)) if options.balance == "prefix-affinity" else None
-        )
+        self._clock = clock
+        self.dynamic = engine if isinstance(engine, Dynamic) else None
+        self._version = -1
+        self.replicas: list[Replica] = []
+        self._affinity: PrefixAffinity | None = None
+        self._set_replicas(list(engine.replicas) if isinstance(engine, Replicated) else [engine])
         self.loaded = False
         self.load_error: str | None = None
         self.ttft_s: float | None = None
@@ -101,16 +117,38 @@ class Target:
     def cloud(self) -> bool:
         return self.options.cloud
 
+    def _set_replicas(self, engines: Sequence[Engine]) -> None:
+        """Wrap ``engines``, keeping the breaker and counts of replicas already known."""
+        known = {id(r.engine): r for r in self.replicas}
+        b = self.options.breaker
+        self.replicas = [
+            known.get(id(e)) or Replica(e, CircuitBreaker(b.failures, b.cooldown_s, self._clock))
+            for e in engines
+        ]
+        if self.options.balance == "prefix-affinity":
+            keys = [str(getattr(r.engine, "url", f"r{i}")) for i, r in enumerate(self.replicas)]
+            self._affinity = PrefixAffinity(keys)
+
+    def sync(self) -> None:
+        """Pick up a dynamic engine's current replicas (cheap when nothing changed)."""
+        dynamic = self.dynamic
+        if dynamic is not None and dynamic.replicas_version != self._version:
+            self._version = dynamic.replicas_version
+            self._set_replicas(list(dynamic.replicas))
+
     def available(self) -> bool:
+        self.sync()
         return self.loaded and any(r.available() for r in self.replicas)
 
     def queue_wait_s(self) -> float:
         """The shortest estimated queue wait among the replicas that would take a request."""
+        self.sync()
         waits = [r.engine.stats().estimated_queue_wait_s for r in self.replicas if r.available()]
         return min(waits, default=float("inf"))
 
     def replica_order(self, request: GenerationRequest | None) -> list[Replica]:
         """The available replicas, in the order the balancer prefers for this request."""
+        self.sync()
         loads = [r.outstanding for r in self.replicas]
         if self._affinity is not None and request is not None:
             order = self._affinity.order(prefix_key(request), loads)

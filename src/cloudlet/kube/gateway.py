@@ -154,7 +154,7 @@ def _deployment(digest: str, env_vars: list[str], settings: RenderSettings) -> M
         "name": "gateway",
         "image": settings.image,
         "imagePullPolicy": settings.image_pull_policy,
-        "args": ["serve", "--config", f"{SPEC_DIR}/{SPEC_FILE}"],
+        "args": ["serve", "--config", f"{SPEC_DIR}/{SPEC_FILE}", "--cluster"],
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
         "env": env,
         **probes(health="/health", ready="/ready", startup_seconds=600),
