@@ -14,6 +14,7 @@ import pytest
 from cloudlet.config import load_spec
 from cloudlet.kube.apply import apply_manifests
 from cloudlet.kube.client import KubeApiError, KubeClient
+from cloudlet.kube.cluster import ClusterLink
 from cloudlet.kube.crd import model_crd
 from cloudlet.kube.names import FIELD_MANAGER_DEPLOY
 from cloudlet.kube.operator import run_operator
@@ -132,3 +133,20 @@ async def test_the_operator_reconciles_models(namespace: tuple[KubeClient, str])
     finally:
         stop.set()
         await asyncio.to_thread(thread.join, 60)
+
+
+async def test_the_gateway_scales_a_model_from_zero_through_the_scale_subresource(
+    namespace: tuple[KubeClient, str],
+) -> None:
+    """The real scale subresource (a Scale object, resourceVersion preconditions): from 0 to 1,
+    and a count an autoscaler set is left alone."""
+    api, ns = namespace
+    await api.request("POST", MODEL.path(ns), body=model("smollm2", replicas=0, minReplicas=0))
+    link = ClusterLink({}, ns, connect)
+    await link.scale_up(api, "smollm2")
+    scaled = await api.get(MODEL.path(ns, "smollm2"))
+    assert scaled is not None and scaled["spec"]["replicas"] == 1
+    await api.merge_patch(MODEL.path(ns, "smollm2") + "/scale", {"spec": {"replicas": 3}})
+    await link.scale_up(api, "smollm2")
+    again = await api.get(MODEL.path(ns, "smollm2"))
+    assert again is not None and again["spec"]["replicas"] == 3
