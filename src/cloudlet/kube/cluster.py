@@ -1,13 +1,13 @@
 """The gateway inside a cluster (``cloudlet serve --cluster``): engine pods instead of engines.
 
-The in-cluster gateway reads the same spec as a laptop. Each model the operator runs in engine
-pods (``engine: llamacpp``) becomes a :class:`~cloudlet.engines.cluster.ClusterEngine`, whose
-replicas are the model's ready pods as the EndpointSlices list them
-(:func:`~cloudlet.kube.discovery.watch_ready_endpoints`); remote models stay remote engines, as
-on a laptop. :class:`ClusterLink` keeps the engines' pods current for as long as the server
-runs, and scales a model from zero when a request finds no pod: it sets the Model's ``scale``
-subresource to one replica (the operator does the rest), guarded by the resourceVersion it read
-so it never undoes a scale-up an autoscaler made in between.
+The in-cluster gateway reads the same spec as a laptop. Each model the operator runs in
+engine pods (``engine: llamacpp`` or ``vllm``) becomes a
+:class:`~cloudlet.engines.cluster.ClusterEngine`, whose replicas are the model's ready pods as
+the EndpointSlices list them (:func:`~cloudlet.kube.discovery.watch_ready_endpoints`); remote
+models stay remote engines, as on a laptop. :class:`ClusterLink` keeps the engines' pods
+current for as long as the server runs, and scales a model from zero when a request finds no
+pod: it sets the Model's ``scale`` subresource to one replica (the operator does the rest),
+guarded by the resourceVersion it read so it never undoes a scale-up an autoscaler made in between.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def cluster_engines(spec: Spec, *, wake_timeout_s: float = 120.0) -> dict[str, E
     return {
         model.name: (
             ClusterEngine(model, wake_timeout_s=wake_timeout_s)
-            if model.engine == "llamacpp"
+            if model.engine in ("llamacpp", "vllm")
             else build_engine(model)
         )
         for model in spec.models

@@ -31,8 +31,11 @@ _NOT_OPTIONS = frozenset(
     {
         *("name", "engine", "source", "url", "urls", "api_key", "upstream_model", "headers"),
         *("timeouts", "price", "cloud", "balance", "health_check", "breaker", "card"),
+        "accelerator",
     }
 )
+#: vLLM takes no cloudlet options; these spec fields become its flags instead.
+_VLLM_FLAGS: Mapping[str, str] = {"context": "--max-model-len", "parallel": "--max-num-seqs"}
 
 
 def secret_var(value: object) -> str | None:
@@ -79,8 +82,22 @@ def model_resource(
                 "(set spec.modelVolume on the Model to mount a volume holding it)"
             )
         spec.update(_replica_fields(settings))
+        accelerator = getattr(model, "accelerator", None)
+        if accelerator is not None:
+            spec["accelerator"] = accelerator.model_dump(mode="json")
+        elif engine == "vllm":
+            spec["accelerator"] = {"resource": "nvidia.com/gpu", "count": 1}
     options = _options(model) if engine != "remote" else {}
-    if options:
+    if engine == "vllm":
+        args = [
+            part
+            for field, flag in _VLLM_FLAGS.items()
+            if field in options
+            for part in (flag, str(options[field]))
+        ]
+        if args:
+            spec["args"] = args
+    elif options:
         spec["options"] = options
     manifest: Manifest = {
         "apiVersion": API_VERSION,

