@@ -18,7 +18,7 @@ from cloudlet.api.metrics import router as metrics_router
 from cloudlet.api.routes import admin, chat, completions, embeddings, health, models
 from cloudlet.api.schemas import ErrorResponse
 from cloudlet.config import Spec
-from cloudlet.counters.factory import open_counters
+from cloudlet.counters.factory import open_counters, open_route_budgets
 from cloudlet.engines.base import Engine
 from cloudlet.gateway import Gateway
 from cloudlet.gateway.accounting import Accounting, Prices
@@ -54,13 +54,19 @@ def create_app(
         from cloudlet.engines.factory import build_engines
 
         engines = build_engines(spec)
-    gateway = Gateway(engines, spec)
+    # Routes' cloud budgets are shared through Redis when the counters are (one budget for
+    # every gateway replica); otherwise each process keeps its own.
+    budgeted = any(route.cloud_budget is not None for route in spec.routes)
+    route_budgets = open_route_budgets(spec.storage.counters) if budgeted else None
+    gateway = Gateway(engines, spec, budget_store=route_budgets)
     with_accounts = accounts and spec.storage.ledger != "off"
     pipeline = Pipeline(gateway, catalog if catalog is not None else Catalog.from_spec(spec))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
+            if route_budgets is not None:
+                stack.push_async_callback(route_budgets.close)
             if with_accounts:
                 app.state.ledger = await _open_accounts(spec, pipeline, admin_key, stack)
             loading = asyncio.create_task(gateway.start(), name="load-models")

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cloudlet.counters.base import BudgetSeed, Counters
 from cloudlet.counters.clock import Clock
 from cloudlet.counters.memory import MemoryCounters
+
+if TYPE_CHECKING:
+    from cloudlet.counters.route_budgets import RedisRouteBudgets
 
 
 def open_counters(
@@ -27,3 +32,13 @@ def open_counters(
 
         return RedisCounters.from_url(url, prefix=prefix, clock=clock, seed=seed)
     raise ValueError(f"counters: expected 'memory' or a redis:// URL, got {url.split(':')[0]!r}")
+
+
+def open_route_budgets(url: str, *, prefix: str = "cloudlet") -> RedisRouteBudgets | None:
+    """Where routes' cloud budgets live: Redis when the counters do (shared by every gateway
+    replica), else None: the gateway keeps them in its own memory (one replica)."""
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    from cloudlet.counters.route_budgets import RedisRouteBudgets
+
+    return RedisRouteBudgets.from_url(url, prefix=prefix)

@@ -4,8 +4,8 @@ A route's spend lives in a :class:`BudgetStore` under one key per calendar perio
 month). A reservation succeeds only while settled spend plus open reservations plus itself stay
 within the limit, so concurrent requests at the edge cannot together overspend; the only
 overspend possible is a settled cost above its reservation (a prompt longer than estimated).
-The in-memory store serves one process; a persistent ledger or Redis counters implement the
-same protocol later.
+The in-memory store serves one process; with Redis counters the app passes
+:class:`~cloudlet.counters.route_budgets.RedisRouteBudgets`, one budget for every replica.
 """
 
 from __future__ import annotations

@@ -1,0 +1,101 @@
+"""Routes' cloud budgets in the real Redis: one budget for every gateway replica."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import pytest
+
+from cloudlet.config import ModelSpec, Spec
+from cloudlet.config.remote import RouteSpec
+from cloudlet.counters.factory import open_route_budgets
+from cloudlet.counters.route_budgets import RedisRouteBudgets
+from cloudlet.errors import BudgetExhausted
+from cloudlet.gateway import Gateway
+from cloudlet.gateway.pricing import worst_case
+from tests.unit.counters.backends import REDIS, delete_prefix, new_prefix
+from tests.unit.gateway.scripted import FakeClock, ScriptedEngine, ask, cloud, drain, local
+
+
+@pytest.fixture
+async def stores() -> AsyncIterator[tuple[RedisRouteBudgets, RedisRouteBudgets]]:
+    """Two stores on two connections, as two gateway processes would have."""
+    prefix = new_prefix()
+    a = RedisRouteBudgets.from_url(REDIS, prefix=prefix)
+    b = RedisRouteBudgets.from_url(REDIS, prefix=prefix)
+    yield a, b
+    await a.close()
+    await b.close()
+    await delete_prefix(prefix)
+
+
+async def test_two_replicas_at_the_edge_never_overspend(
+    stores: tuple[RedisRouteBudgets, RedisRouteBudgets],
+) -> None:
+    a, b = stores
+    limit, cent = Decimal("0.37"), Decimal("0.01")
+    held = await asyncio.gather(
+        *(store.reserve("chat:2026-11-28", cent, limit) for store in (a, b) * 50)
+    )
+    assert sum(held) == 37
+    assert await b.spent("chat:2026-11-28") == limit
+    await a.settle("chat:2026-11-28", cent, Decimal("0.004"))  # cost less than reserved
+    assert await b.spent("chat:2026-11-28") == Decimal("0.364")
+    assert await b.reserve("chat:2026-11-28", Decimal("0.006"), limit)
+    assert not await a.reserve("chat:2026-11-28", Decimal("0.000000001"), limit)
+    assert await a.spent("chat:2026-11-29") == 0  # another period, another budget
+
+
+def test_only_redis_counters_share_route_budgets() -> None:
+    assert open_route_budgets("memory") is None
+    store = open_route_budgets(REDIS)
+    assert isinstance(store, RedisRouteBudgets)
+    asyncio.run(store.close())
+
+
+async def test_two_gateways_share_one_route_budget(
+    stores: tuple[RedisRouteBudgets, RedisRouteBudgets],
+) -> None:
+    """Each gateway spends through the cloud; the other sees it and stops at the limit."""
+    clock = FakeClock()
+    price = cloud("cloud").price
+    assert price is not None
+    worst = worst_case(price, ask("chat"), 512).amount  # what one request reserves
+    route = RouteSpec.model_validate(
+        {
+            "name": "chat",
+            "targets": ["local", "cloud"],
+            "policy": "fallback",
+            "cloud_budget": {"per_day": str(worst), "currency": "USD", "when_spent": "reject"},
+        }
+    )
+    models: list[ModelSpec] = [local("local"), cloud("cloud")]  # a cloud token costs $1
+    spec = Spec(models=models, routes=[route])
+
+    def gateway(store: RedisRouteBudgets) -> Gateway:
+        down = ScriptedEngine("local")
+        down.load_error = RuntimeError("no local capacity")
+        engines = {"local": down, "cloud": ScriptedEngine("cloud", ["C"])}
+        return Gateway(
+            engines, spec, clock=clock, sleep=clock.sleep, rng=random.Random(1), budget_store=store
+        )
+
+    a, b = (gateway(store) for store in stores)
+    await a.start()
+    await b.start()
+    try:
+        # The budget is one request's worst case: the first fits, settles at its real $4, and
+        # then no second request fits, on either gateway.
+        first = await a.generate(ask("chat"))
+        assert await drain(first.events) == "C"
+        spent = await b.budget_spent("chat")
+        assert spent is not None and spent.amount == Decimal(4)  # 3 prompt + 1 completion token
+        assert await a.budget_spent("chat") == spent
+        with pytest.raises(BudgetExhausted, match="cloud budget"):
+            await b.generate(ask("chat"))
+    finally:
+        await a.close()
+        await b.close()
