@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from cloudlet import __version__
-from cloudlet.cli import card, chat, deploy, keys, operator, serve, usage
+from cloudlet.cli import bench, card, chat, deploy, keys, operator, serve, usage
 
 app = typer.Typer(
     name="cloudlet",
@@ -25,6 +25,7 @@ app.command()(deploy.deploy)
 app.command()(operator.operator)
 keys.register(app)
 usage.register(app)
+app.command()(bench.bench)
 
 
 def _version(value: bool) -> None:
