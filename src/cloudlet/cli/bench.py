@@ -41,6 +41,7 @@ from rich.text import Text
 from cloudlet.cli.bench_client import Plan, describe, error_message, one_request
 from cloudlet.cli.bench_stats import Percentiles, RequestResult, Summary, summarize
 from cloudlet.cli.common import console
+from cloudlet.errors import CloudletError
 
 DEFAULT_URL = "http://127.0.0.1:8080/v1"
 DEFAULT_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
@@ -48,10 +49,8 @@ DEFAULT_PROMPT = "Write a short story about a lighthouse keeper who finds a mess
 FATAL = {401: "check --api-key", 403: "check --api-key", 404: "is the model served there?"}
 
 
-class BenchError(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+class BenchError(CloudletError):
+    """The run cannot go on (server unreachable, key refused, no model): one line, exit 1."""
 
 
 def bench(
