@@ -85,6 +85,7 @@ class ClusterEngine(OpenAIEngine):
         self._version = 0
         self._changed = asyncio.Event()
         self._held = 0
+        self._gone_requests = 0  # requests of pods that left, so the total never goes down
         self._started = False
         self._scaling: asyncio.Task[None] | None = None
 
@@ -131,6 +132,7 @@ class ClusterEngine(OpenAIEngine):
         # A pod that left the set may still be finishing streams (it drains before it exits):
         # its connections close once it has nothing in flight.
         self._retired.extend(current.values())
+        self._gone_requests += sum(p.stats().requests_total for p in current.values())
         self._pods = pods
         self._replicas = list(pods)
         self._version += 1
@@ -187,7 +189,7 @@ class ClusterEngine(OpenAIEngine):
             running=0,
             capacity=sum(p.capacity for p in pods),
             estimated_queue_wait_s=min((p.estimated_queue_wait_s for p in pods), default=0.0),
-            requests_total=sum(p.requests_total for p in pods),
+            requests_total=self._gone_requests + sum(p.requests_total for p in pods),
         )
 
 
