@@ -142,8 +142,15 @@ class LocalPricer:
         self.hardware_per_hour = hardware_per_hour
         self.currency = currency
         self._rate = assumed_tokens_per_second or FALLBACK_TOKENS_PER_SECOND
+        self._priced: tuple[float, Price] | None = None  # (rate, its price): asked per request
 
     def price(self, measured_tokens_per_second: float) -> Price:
         if measured_tokens_per_second > 0:
             self._rate = measured_tokens_per_second
-        return local_price(self.hardware_per_hour, self._rate, self.currency)
+        priced = self._priced
+        if priced is None or priced[0] != self._rate:
+            priced = self._priced = (
+                self._rate,
+                local_price(self.hardware_per_hour, self._rate, self.currency),
+            )
+        return priced[1]

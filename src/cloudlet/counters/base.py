@@ -89,7 +89,12 @@ class Counters(Protocol):
         ...
 
     async def settle(self, reservation: Reservation, *, tokens: int, cost: Money) -> None:
-        """Replace the reservation by what the request really used; call exactly once."""
+        """Replace the reservation by what the request really used; call exactly once.
+
+        Completes even if the awaiting task is cancelled meanwhile (a client that leaves
+        cancels its request, but its budget must still be settled): a backend that has to
+        wait for I/O shields that work; one that does not wait costs its callers nothing.
+        """
         ...
 
     async def budget_state(self, key_id: str, limits: Limits) -> BudgetState | None:
@@ -99,8 +104,21 @@ class Counters(Protocol):
     async def close(self) -> None: ...
 
 
+#: The last window computed per period kind, with its bounds as timestamps: every reserve asks.
+_windows: dict[str, tuple[float, float, tuple[str, datetime, datetime]]] = {}
+
+
 def period_window(period: Period, now: float) -> tuple[str, datetime, datetime]:
     """The UTC calendar period containing ``now``: (id, start, end)."""
+    known = _windows.get(period)
+    if known is not None and known[0] <= now < known[1]:
+        return known[2]
+    window = _period_window(period, now)
+    _windows[period] = (window[1].timestamp(), window[2].timestamp(), window)
+    return window
+
+
+def _period_window(period: Period, now: float) -> tuple[str, datetime, datetime]:
     at = datetime.fromtimestamp(now, UTC)
     if period == "day":
         start = at.replace(hour=0, minute=0, second=0, microsecond=0)

@@ -56,19 +56,11 @@ class MemoryCounters:
             budget = await self._budget(key_id, limits, now)
         # From here to the end: no await, so check-and-take is atomic.
         refusals: list[tuple[float, CloudletError]] = []
-        taken: dict[tuple[str, str], tuple[float, float]] = {}
-        buckets: list[tuple[Literal["rpm", "tpm"], int | None, int]] = [
-            ("rpm", limits.rpm, 1),
-            ("tpm", limits.tpm, tokens),
-        ]
-        for which, limit, units in buckets:
-            if limit is None:
-                continue
-            available = refill(self._buckets.get((key_id, which)), now, limit)
-            wait = wait_for(available, limit, units)
-            if wait > 0:
-                refusals.append((wait, rate_refusal(which, limits, wait, tokens)))
-            taken[(key_id, which)] = (available - units, now)
+        rpm = tpm = None  # the buckets' new states, if taken
+        if limits.rpm is not None:
+            rpm = self._take(key_id, "rpm", limits, limits.rpm, 1, tokens, now, refusals)
+        if limits.tpm is not None:
+            tpm = self._take(key_id, "tpm", limits, limits.tpm, tokens, tokens, now, refusals)
         nanos = 0
         period: str | None = None
         if budget is not None:
@@ -84,7 +76,10 @@ class MemoryCounters:
         refused = worst(refusals)
         if refused is not None:
             raise refused
-        self._buckets.update(taken)
+        if rpm is not None:
+            self._buckets[(key_id, "rpm")] = rpm
+        if tpm is not None:
+            self._buckets[(key_id, "tpm")] = tpm
         if budget is not None:
             budget.held += nanos
         return Reservation(
@@ -95,6 +90,24 @@ class MemoryCounters:
             tpm=limits.tpm,
             period=period,
         )
+
+    def _take(
+        self,
+        key_id: str,
+        which: Literal["rpm", "tpm"],
+        limits: Limits,
+        limit: int,
+        units: int,
+        tokens: int,
+        now: float,
+        refusals: list[tuple[float, CloudletError]],
+    ) -> tuple[float, float]:
+        """The bucket's state after taking ``units``; a refusal is appended if it cannot."""
+        available = refill(self._buckets.get((key_id, which)), now, limit)
+        wait = wait_for(available, limit, units)
+        if wait > 0:
+            refusals.append((wait, rate_refusal(which, limits, wait, tokens)))
+        return available - units, now
 
     async def settle(self, reservation: Reservation, *, tokens: int, cost: Money) -> None:
         r = reservation

@@ -16,6 +16,7 @@ single budget period may hold up to about 9 million currency units.
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -205,7 +206,8 @@ class RedisCounters:
             1 if r.period is not None else 0,
             repr(self._clock.now()),
         ]
-        await self._settle(keys=[self._key(r.key_id, "tpm"), budget_key], args=args)
+        # Shielded: the caller may be cancelled (its client left), the budget must settle.
+        await asyncio.shield(self._settle(keys=[self._key(r.key_id, "tpm"), budget_key], args=args))
 
     async def budget_state(self, key_id: str, limits: Limits) -> BudgetState | None:
         if limits.budget is None:

@@ -11,8 +11,8 @@ local request costs something real and can be compared with what a cloud would h
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-import uuid
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,13 +35,31 @@ from cloudlet.pricing import DEFAULT_REFERENCE, LocalPricer, Money, Price
 DEFAULT_LOCAL_COST = CostSpec(hardware_per_hour=Decimal("0.05"))
 
 
+#: A model the spec does not list (an engine passed in directly): free, default reference.
+_UNPRICED = (Price(Decimal(0), Decimal(0), "USD"), DEFAULT_REFERENCE)
+
+#: How long the engines' measured rates are reused before they are read again.
+STATS_TTL_S = 1.0
+
+
 class Prices:
-    """The price of each model now: its ``price`` (remote) or its cost model (local)."""
+    """The price of each model now: its ``price`` (remote) or its cost model (local).
+
+    A local model's price follows the throughput its engine measured; the engines' stats are
+    read at most once per :data:`STATS_TTL_S` (every admitted request asks for prices, and the
+    rate moves slowly). A request keeps the price it was admitted with until it settles.
+    """
 
     def __init__(
-        self, models: Sequence[ModelSpec], stats: Callable[[], Mapping[str, EngineStats]]
+        self,
+        models: Sequence[ModelSpec],
+        stats: Callable[[], Mapping[str, EngineStats]],
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._stats = stats
+        self._clock = clock
+        self._read: tuple[float, Mapping[str, EngineStats]] | None = None  # (until, stats)
         self._fixed: dict[str, tuple[Price, Price]] = {}
         self._local: dict[str, tuple[LocalPricer, Price]] = {}
         for m in models:
@@ -54,16 +72,45 @@ class Prices:
 
     def of(self, model: str) -> tuple[Price, Price]:
         """(what it costs, what a reference cloud would charge) for ``model``'s tokens."""
-        if model in self._fixed:
-            return self._fixed[model]
-        if model in self._local:
-            pricer, reference = self._local[model]
-            stats = self._stats().get(model)
-            return pricer.price(stats.tokens_per_second if stats else 0.0), reference
-        return Price(Decimal(0), Decimal(0), "USD"), DEFAULT_REFERENCE
+        return self.of_targets((model,))[model]
+
+    def of_targets(self, targets: Sequence[str]) -> dict[str, tuple[Price, Price]]:
+        """:meth:`of` for each of ``targets``."""
+        out: dict[str, tuple[Price, Price]] = {}
+        for target in targets:
+            fixed = self._fixed.get(target)
+            if fixed is not None:
+                out[target] = fixed
+                continue
+            local = self._local.get(target)
+            if local is None:
+                out[target] = _UNPRICED
+                continue
+            measured = self._measured().get(target)
+            pricer, reference = local
+            out[target] = (pricer.price(measured.tokens_per_second if measured else 0.0), reference)
+        return out
+
+    def _measured(self) -> Mapping[str, EngineStats]:
+        now = self._clock()
+        read = self._read
+        if read is None or now >= read[0]:
+            read = self._read = (now + STATS_TTL_S, self._stats())
+        return read[1]
 
 
-@dataclass
+def new_request_id() -> str:
+    """A new request's id: ``req-``, the time in milliseconds (12 hex digits), 80 random bits.
+
+    Time first, like a UUIDv7: the ledger's unique index on ``request_id`` then grows at its
+    end instead of at random places, which on SQLite makes a row's insert several times
+    cheaper (and keeps doing so as the table grows). The random part keeps ids unique across
+    requests in the same millisecond and across replicas.
+    """
+    return f"req-{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+
+
+@dataclass(slots=True, eq=False)
 class Admission:
     """A request admitted under a key: what was reserved, to be settled once."""
 
@@ -73,7 +120,7 @@ class Admission:
     prompt_estimate: int
     reservation: Reservation | None
     prices: dict[str, tuple[Price, Price]]
-    request_id: str = field(default_factory=lambda: "req-" + uuid.uuid4().hex)
+    request_id: str = field(default_factory=new_request_id)
     started: float = field(default_factory=time.monotonic)
     settled: bool = False
 
@@ -99,17 +146,22 @@ class Accounting:
         estimate = prompt_estimate
         if estimate is None:
             estimate = estimate_prompt_tokens(request) if request is not None else 0
-        prices = {t: self._prices.of(t) for t in targets}
+        prices = self._prices.of_targets(targets)
         reservation = None
-        if tenant.key_id is not None and not tenant.limits.unlimited:
-            currency = tenant.limits.budget.currency if tenant.limits.budget else "USD"
-            worst = max(
-                (p.worst_case(estimate, max_tokens) for p, _ in prices.values()),
-                key=lambda money: money.amount,
-                default=Money.zero(currency),
-            )
+        limits = tenant.limits
+        if tenant.key_id is not None and not limits.unlimited:
+            budget = limits.budget
+            # The dearest target the request may reach; without a budget, money is not counted.
+            worst: Money | None = None
+            if budget is not None:
+                for price, _ in prices.values():
+                    candidate = price.worst_case(estimate, max_tokens)
+                    if worst is None or candidate.amount > worst.amount:
+                        worst = candidate
+            if worst is None:
+                worst = Money.zero(budget.currency if budget is not None else "USD")
             reservation = await self._counters.reserve(
-                tenant.key_id, tenant.limits, tokens=estimate + max_tokens, cost=worst
+                tenant.key_id, limits, tokens=estimate + max_tokens, cost=worst
             )
         return Admission(tenant, model, route, estimate, reservation, prices)
 
@@ -125,44 +177,50 @@ class Accounting:
         ttft_s: float | None = None,
         error: str | None = None,
     ) -> None:
-        """Settle the reservation with the real usage and queue the one ledger row."""
+        """Queue the one ledger row and settle the reservation with the real usage.
+
+        The row is queued first (without awaiting): a client that leaves cancels its request,
+        and even a cancellation that arrives during the counters' settle cannot lose the row.
+        The counters' settle itself completes even then (see :meth:`Counters.settle`).
+        """
         if admission.settled:
             return
         admission.settled = True
-        price, reference = admission.prices.get(target or "", self._prices.of(target or ""))
+        priced = admission.prices.get(target or "")
+        if priced is None:
+            priced = self._prices.of(target or "")
+        price, reference = priced
         cost = price.cost(prompt_tokens, completion_tokens)
-        if admission.reservation is not None:
-            # Shielded: a client that leaves cancels this task, but the budget must be settled.
-            await asyncio.shield(
-                self._counters.settle(
-                    admission.reservation,
-                    tokens=prompt_tokens + completion_tokens,
+        if reference.currency == cost.currency:
+            cloud_equivalent = reference.cost(prompt_tokens, completion_tokens)
+        else:
+            cloud_equivalent = cost  # no reference in this currency: record the cost itself
+        try:
+            self._writer.record(
+                UsageRow(
+                    request_id=admission.request_id,
+                    ts=datetime.now(UTC),
+                    key_id=admission.tenant.key_id,
+                    team=admission.tenant.team,
+                    model=admission.model,
+                    route=admission.route,
+                    target=target,
+                    spilled=spilled,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
                     cost=cost,
+                    cloud_equivalent=cloud_equivalent,
+                    latency_ms=round((time.monotonic() - admission.started) * 1000),
+                    ttft_ms=round(ttft_s * 1000) if ttft_s is not None else None,
+                    status=status,
+                    error=error,
                 )
             )
-        cloud_equivalent = reference.cost(prompt_tokens, completion_tokens)
-        if cloud_equivalent.currency != cost.currency:
-            cloud_equivalent = cost  # no reference in this currency: record the cost itself
-        self._writer.record(
-            UsageRow(
-                request_id=admission.request_id,
-                ts=datetime.now(UTC),
-                key_id=admission.tenant.key_id,
-                team=admission.tenant.team,
-                model=admission.model,
-                route=admission.route,
-                target=target,
-                spilled=spilled,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                cost=cost,
-                cloud_equivalent=cloud_equivalent,
-                latency_ms=round((time.monotonic() - admission.started) * 1000),
-                ttft_ms=round(ttft_s * 1000) if ttft_s is not None else None,
-                status=status,
-                error=error,
-            )
-        )
+        finally:
+            if admission.reservation is not None:
+                await self._counters.settle(
+                    admission.reservation, tokens=prompt_tokens + completion_tokens, cost=cost
+                )
 
     async def failed(self, admission: Admission, exc: BaseException) -> None:
         """The request failed before any stream existed: release, and record the failure."""

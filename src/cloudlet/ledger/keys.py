@@ -18,11 +18,13 @@ accepted everywhere and never stored.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -108,6 +110,10 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+#: The stored keys that share a prefix: (key hash, its tenant), the tenant built once.
+_Candidates = list[tuple[str, Tenant]]
+
+
 class KeyStore:
     def __init__(
         self,
@@ -121,7 +127,10 @@ class KeyStore:
         self._admin_hash = hash_key(admin_key) if admin_key else None
         self._ttl = cache_ttl
         self._clock = clock
-        self._cache: dict[str, tuple[float, list[tuple[str, KeyRecord]]]] = {}
+        # prefix -> (expires, its candidates)
+        self._cache: dict[str, tuple[float, _Candidates]] = {}
+        self._loading: dict[str, asyncio.Task[_Candidates]] = {}
+        self._changes = 0  # create and revoke count up: a lookup begun before is not cached
         self._any: tuple[float, bool] | None = None
 
     async def create(
@@ -160,7 +169,7 @@ class KeyStore:
         async with self._engine.begin() as conn:
             await conn.execute(api_keys.insert().values(**values))
         self._any = None
-        self._cache.pop(values["prefix"], None)
+        self._forget(values["prefix"])
         return CreatedKey(_record(values), key)
 
     async def authenticate(self, token: str) -> Tenant | None:
@@ -171,9 +180,9 @@ class KeyStore:
         if len(token) != _KEY_LEN or not token.startswith(KEY_PREFIX):
             return None
         found: Tenant | None = None
-        for stored, record in await self._candidates(token[:_PREFIX_LEN]):
+        for stored, tenant in await self._candidates(token[:_PREFIX_LEN]):
             if hmac.compare_digest(digest, stored) and found is None:
-                found = record.tenant()
+                found = tenant
         return found
 
     async def list(self, *, include_revoked: bool = False) -> list[KeyRecord]:
@@ -196,7 +205,7 @@ class KeyStore:
             prefix = (await conn.execute(query)).scalar_one_or_none()
         if prefix is None:
             return False
-        self._cache.pop(prefix, None)
+        self._forget(prefix)
         self._any = None
         return True
 
@@ -211,19 +220,43 @@ class KeyStore:
         self._any = (now + self._ttl, found)
         return found
 
-    async def _candidates(self, prefix: str) -> Sequence[tuple[str, KeyRecord]]:
-        now = self._clock()
+    async def _candidates(self, prefix: str) -> _Candidates:
         hit = self._cache.get(prefix)
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > self._clock():
             return hit[1]
+        # One lookup per prefix at a time: when a busy key's entry expires, every request in
+        # flight with it would otherwise query at once (each on a connection of its own).
+        loading = self._loading.get(prefix)
+        if loading is None:
+            loading = asyncio.get_running_loop().create_task(self._load(prefix))
+            self._loading[prefix] = loading
+            loading.add_done_callback(functools.partial(self._loaded, prefix))
+        # Shielded: a caller that is cancelled must not cancel the lookup the others wait for.
+        return await asyncio.shield(loading)
+
+    async def _load(self, prefix: str) -> _Candidates:
+        changes, now = self._changes, self._clock()
         query = select(api_keys).where(api_keys.c.prefix == prefix, api_keys.c.revoked_at.is_(None))
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        found = [(row["key_hash"], _record(row)) for row in rows]
-        if len(self._cache) >= _CACHE_MAX:
-            self._cache.clear()
-        self._cache[prefix] = (now + self._ttl, found)
+        found = [(row["key_hash"], _record(row).tenant()) for row in rows]
+        if changes == self._changes:  # else a key was created or revoked meanwhile
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            self._cache[prefix] = (now + self._ttl, found)
         return found
+
+    def _loaded(self, prefix: str, task: asyncio.Task[_Candidates]) -> None:
+        if self._loading.get(prefix) is task:
+            del self._loading[prefix]
+        if not task.cancelled():
+            task.exception()  # its waiters got it; marks it retrieved even if none is left
+
+    def _forget(self, prefix: str) -> None:
+        """After a change to the keys with ``prefix``: the next request looks them up anew."""
+        self._changes += 1
+        self._cache.pop(prefix, None)
+        self._loading.pop(prefix, None)
 
 
 def _record(row: Any) -> KeyRecord:

@@ -26,11 +26,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cloudlet.ledger.tables import usage
+from cloudlet.ledger.inserts import COLUMNS, Row, UsageInsert
 from cloudlet.pricing import Money
 
 log = logging.getLogger(__name__)
@@ -63,28 +62,33 @@ class UsageRow:
     status: Status
     error: str | None = None
 
-    def as_values(self) -> dict[str, Any]:
+    def values(self) -> Row:
+        """The column values, in :data:`~cloudlet.ledger.inserts.COLUMNS` order, made to fit
+        their columns."""
         if self.cost.currency != self.cloud_equivalent.currency:
             raise ValueError("cost and cloud_equivalent must share a currency")
-        return {
-            "request_id": _request_id(self.request_id),
-            "ts": self.ts,
-            "key_id": self.key_id,
-            "team": _cut(self.team),
-            "model": _cut(self.model) or "",
-            "route": _cut(self.route),
-            "target": _cut(self.target),
-            "spilled": self.spilled,
-            "prompt_tokens": _int32(self.prompt_tokens),
-            "completion_tokens": _int32(self.completion_tokens),
-            "cost_nanos": self.cost.nanos,
-            "cloud_equivalent_nanos": self.cloud_equivalent.nanos,
-            "currency": self.cost.currency,
-            "latency_ms": _int32(self.latency_ms),
-            "ttft_ms": _int32(self.ttft_ms) if self.ttft_ms is not None else None,
-            "status": self.status,
-            "error": self.error[:64] if self.error else None,
-        }
+        return (
+            _request_id(self.request_id),
+            self.ts,
+            self.key_id,
+            _cut(self.team),
+            _cut(self.model) or "",
+            _cut(self.route),
+            _cut(self.target),
+            self.spilled,
+            _int32(self.prompt_tokens),
+            _int32(self.completion_tokens),
+            self.cost.nanos,
+            self.cloud_equivalent.nanos,
+            self.cost.currency,
+            _int32(self.latency_ms),
+            _int32(self.ttft_ms) if self.ttft_ms is not None else None,
+            self.status,
+            self.error[:64] if self.error else None,
+        )
+
+    def as_values(self) -> dict[str, Any]:
+        return dict(zip(COLUMNS, self.values(), strict=True))
 
 
 def _int32(value: int) -> int:
@@ -115,7 +119,7 @@ class LedgerWriter:
         self._batch = batch_rows
         self._interval = flush_ms / 1000
         self._close_timeout = close_timeout
-        self._pending: deque[dict[str, Any]] = deque()
+        self._pending: deque[Row] = deque()
         self._recorded = 0
         self._written = 0
         self._flush_to = 0
@@ -124,6 +128,7 @@ class LedgerWriter:
         self._progress = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._insert = UsageInsert(engine.dialect)
 
     @property
     def pending(self) -> int:
@@ -137,7 +142,7 @@ class LedgerWriter:
         """Queue ``row``; returns at once. Raises only if the writer is closed."""
         if self._closing:
             raise RuntimeError("the ledger writer is closed")
-        self._pending.append(row.as_values())
+        self._pending.append(row.values())
         self._recorded += 1
         self._wake.set()
         if len(self._pending) >= self._batch:
@@ -189,7 +194,7 @@ class LedgerWriter:
                 self._written += len(batch)
                 self._progress.notify_all()
 
-    async def _write(self, batch: list[dict[str, Any]]) -> None:
+    async def _write(self, batch: list[Row]) -> None:
         """Insert ``batch``: retry while the database is unreachable (ON CONFLICT makes retries
         safe); if the database refuses the batch itself, isolate and drop the bad row(s) rather
         than block every later row behind them."""
@@ -197,7 +202,7 @@ class LedgerWriter:
         while True:
             try:
                 async with self._engine.begin() as conn:
-                    await conn.execute(_insert(self._engine.dialect.name), batch)
+                    await self._insert(conn, batch)
                 return
             except _TRANSIENT as exc:
                 log.warning(
@@ -216,15 +221,7 @@ class LedgerWriter:
                     return
                 log.error(
                     "ledger: dropping the row of request %s, which the database refuses: %s",
-                    batch[0].get("request_id"),
+                    batch[0][0],
                     type(exc).__name__,
                 )
                 return
-
-
-def _insert(dialect: str) -> Any:
-    if dialect == "postgresql":
-        return postgresql.insert(usage).on_conflict_do_nothing(index_elements=["request_id"])
-    if dialect == "sqlite":
-        return sqlite.insert(usage).on_conflict_do_nothing(index_elements=["request_id"])
-    raise ValueError(f"unsupported ledger database: {dialect}")

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+from collections.abc import AsyncIterator
 from decimal import Decimal
+from typing import Any, cast
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cloudlet.counters import Limits
 from cloudlet.ledger.keys import KEY_PREFIX, KeyStore, Tenant
@@ -106,3 +111,56 @@ async def test_create_validates(ledger: Ledger) -> None:
         await ledger.keys.create("a", rpm=0)
     with pytest.raises(ValueError):
         await ledger.keys.create("a", budget=Money(Decimal(-1)))
+
+
+async def test_requests_that_miss_the_cache_together_look_the_key_up_once(
+    ledger: Ledger,
+) -> None:
+    created = await ledger.keys.create("research")
+    now = [0.0]
+    replica = KeyStore(ledger.engine, cache_ttl=5.0, clock=lambda: now[0])
+    queries: list[str] = []
+
+    def count(*args: object) -> None:
+        queries.append(str(args[2]))  # the statement
+
+    event.listen(ledger.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        for _ in range(2):  # a cold cache, then an expired one
+            tenants = await asyncio.gather(*(replica.authenticate(created.key) for _ in range(20)))
+            assert all(t is not None and t.team == "research" for t in tenants)
+            now[0] += 5.0
+    finally:
+        event.remove(ledger.engine.sync_engine, "before_cursor_execute", count)
+    assert sum("api_keys" in q for q in queries) == 2
+
+
+class _GatedEngine:
+    """An engine whose reads pause, after their query, until the test lets them go on."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.queried = asyncio.Event()
+        self.go_on = asyncio.Event()
+
+    def begin(self) -> Any:
+        return self.engine.begin()
+
+    @contextlib.asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn:
+            yield conn
+        self.queried.set()
+        await self.go_on.wait()
+
+
+async def test_a_lookup_begun_before_a_revocation_is_not_cached(ledger: Ledger) -> None:
+    gated = _GatedEngine(ledger.engine)
+    store = KeyStore(cast(AsyncEngine, gated))
+    created = await store.create("research")
+    lookup = asyncio.ensure_future(store.authenticate(created.key))
+    await gated.queried.wait()  # it found the key, and has not cached it yet
+    assert await store.revoke(created.record.id)
+    gated.go_on.set()
+    await lookup
+    assert await store.authenticate(created.key) is None  # revoked here: at once

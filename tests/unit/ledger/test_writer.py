@@ -6,9 +6,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import String, func, select
 
 from cloudlet.ledger.db import create_engine
+from cloudlet.ledger.inserts import COLUMNS
 from cloudlet.ledger.migrate import upgrade
 from cloudlet.ledger.store import Ledger
 from cloudlet.ledger.tables import usage
@@ -138,3 +139,33 @@ async def test_out_of_range_numbers_and_long_names_are_clamped(ledger: Ledger) -
     (group,) = await ledger.report(by="team")
     assert group.group == "t" * 128 and group.requests == 1
     assert group.prompt_tokens == 2**31 - 1
+
+
+def test_the_row_tuple_covers_every_column_but_the_id() -> None:
+    assert list(COLUMNS) == [c.name for c in usage.columns if c.name != "id"]
+    assert set(row("r").as_values()) == set(COLUMNS)
+
+
+async def test_rows_are_stored_as_sqlalchemys_own_insert_stores_them(ledger: Ledger) -> None:
+    mine = dataclasses.replace(row("mine", team=None), spilled=True, ttft_ms=None)
+    ledger.writer.record(mine)
+    await ledger.writer.flush()
+    theirs = dataclasses.replace(mine, request_id="theirs")
+    async with ledger.engine.begin() as conn:
+        await conn.execute(usage.insert(), [theirs.as_values()])
+    columns = [usage.c[name] for name in COLUMNS if name != "request_id"]
+    async with ledger.engine.connect() as conn:
+        # Raw, as the database holds them (a string for SQLite's timestamps), not as read back.
+        stored = (await conn.execute(select(*[c.cast(String) for c in columns]))).all()
+    assert len(stored) == 2 and stored[0] == stored[1]
+
+
+async def test_a_batch_larger_than_one_statement_is_written_whole(ledger: Ledger) -> None:
+    # One batch, more rows than one SQLite statement may bind variables for.
+    writer = LedgerWriter(ledger.engine, batch_rows=5000, flush_ms=60_000)
+    writer.start()
+    for i in range(4100):
+        writer.record(row(f"big-{i}"))
+    await writer.flush()
+    await writer.close()
+    assert await _count(ledger) == 4100
