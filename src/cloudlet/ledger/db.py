@@ -32,6 +32,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 IMMEDIATE = "cloudlet_sqlite_immediate"
 _BUSY_TIMEOUT_MS = 30_000
+_WAL = "PRAGMA journal_mode=WAL"
 
 
 def default_ledger_url() -> str:
@@ -90,11 +91,18 @@ def _sqlite_setup(engine: AsyncEngine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         for pragma in (
-            "PRAGMA journal_mode=WAL",
-            "PRAGMA synchronous=NORMAL",
             f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}",
+            _WAL,
+            "PRAGMA synchronous=NORMAL",
         ):
-            cursor.execute(pragma)
+            try:
+                cursor.execute(pragma)
+            except Exception as exc:
+                # Replicas opening a new file together: one of them switches it to WAL (which
+                # then holds for the file, for every connection); SQLite may refuse the others
+                # the lock for the switch at once rather than wait ("database is locked").
+                if pragma != _WAL or "database is locked" not in str(exc):
+                    raise
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
