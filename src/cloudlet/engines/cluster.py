@@ -38,6 +38,17 @@ log = logging.getLogger(__name__)
 ScaleUp = Callable[[], Awaitable[None]]
 
 
+def _info(spec: ModelSpec, engine: str) -> ModelInfo:
+    return ModelInfo(
+        id=ModelId(spec.name),
+        kind=spec.kind,
+        engine=engine,
+        context_length=spec.context,
+        created=int(time.time()),
+        source=spec.source,
+    )
+
+
 class PodReplica(OpenAIReplica):
     """One engine pod. The pod queues for itself (no semaphore here); the gateway estimates
     the pod's queue wait from what it has sent there, for local-first spill-over."""
@@ -70,14 +81,7 @@ class ClusterEngine(OpenAIEngine):
         # Engine pods serve the model under its own name, each queueing for itself.
         super().__init__(spec.model_copy(update={"parallel": None}))
         self._slots = spec.parallel or 1
-        self._info = ModelInfo(
-            id=ModelId(spec.name),
-            kind=spec.kind,
-            engine=f"{spec.engine} (cluster)",
-            context_length=spec.context,
-            created=int(time.time()),
-            source=spec.source,
-        )
+        self._info = _info(spec, f"{spec.engine} (cluster)")
         self.wake_timeout_s = wake_timeout_s
         self.scale_up: ScaleUp | None = None
         self._pods: list[PodReplica] = []
@@ -201,14 +205,7 @@ class ClusterOnly:
     """
 
     def __init__(self, spec: ModelSpec) -> None:
-        self._info = ModelInfo(
-            id=ModelId(spec.name),
-            kind=spec.kind,
-            engine=f"{spec.engine} (cluster only)",
-            context_length=spec.context,
-            created=int(time.time()),
-            source=spec.source,
-        )
+        self._info = _info(spec, f"{spec.engine} (cluster only)")
         self._why = (
             f"model {spec.name!r} uses engine {spec.engine}, which runs on GPU nodes of a "
             "Kubernetes cluster (cloudlet deploy); to reach a vLLM server from here, list it "

@@ -22,26 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudlet.ledger.tables import usage
 
-#: The usage table's columns (all but the surrogate ``id``), in the order rows carry them.
-COLUMNS = (
-    "request_id",
-    "ts",
-    "key_id",
-    "team",
-    "model",
-    "route",
-    "target",
-    "spilled",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost_nanos",
-    "cloud_equivalent_nanos",
-    "currency",
-    "latency_ms",
-    "ttft_ms",
-    "status",
-    "error",
-)
+#: The usage table's columns (all but the surrogate ``id``), in table order: the order rows
+#: carry them (see :meth:`cloudlet.ledger.writer.UsageRow.values`).
+COLUMNS = tuple(column.name for column in usage.columns if column.name != "id")
 
 Row = tuple[Any, ...]
 
