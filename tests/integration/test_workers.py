@@ -86,9 +86,7 @@ class Stream:
             self.done.set()
 
 
-def test_a_killed_worker_costs_only_its_own_requests(
-    tmp_path: Path, cloud: FakeUpstream
-) -> None:
+def test_a_killed_worker_costs_only_its_own_requests(tmp_path: Path, cloud: FakeUpstream) -> None:
     config = f"""
 models:
   - name: smollm2
