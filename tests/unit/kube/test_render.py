@@ -126,6 +126,21 @@ def test_pods_follow_the_conventions(tmp_path: Path) -> None:
     assert "minAvailable" not in pdb["spec"]
 
 
+def test_engine_pods_answer_the_gateway_only(tmp_path: Path) -> None:
+    manifests = _render(tmp_path)
+    gateway = next(
+        m for m in manifests if m["kind"] == "Deployment" and m["metadata"]["name"] == "cloudlet"
+    )
+    env = gateway["spec"]["template"]["spec"]["containers"][0]["env"]
+    token = next(e for e in env if e["name"] == "CLOUDLET_WORKER_TOKEN")
+    assert token["valueFrom"]["secretKeyRef"]["key"] == "CLOUDLET_WORKER_TOKEN"
+    policy = next(m for m in manifests if m["kind"] == "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "engine"
+    (rule,) = policy["spec"]["ingress"]
+    allowed = rule["from"][0]["podSelector"]["matchLabels"]
+    assert allowed == gateway["spec"]["selector"]["matchLabels"]
+
+
 def test_rbac_is_namespaced_and_narrow(tmp_path: Path) -> None:
     manifests = _render(tmp_path)
     assert not any(m["kind"].startswith("Cluster") for m in manifests)
