@@ -37,6 +37,7 @@ Manifest = dict[str, Any]
 SPEC_CONFIGMAP = "cloudlet-spec"
 SPEC_DIR = "/etc/cloudlet"
 SPEC_FILE = "cloudlet.yaml"
+ADMIN_KEY_ENV = "CLOUDLET_ADMIN_KEY"
 _SENSITIVE = frozenset({"api_key", "apikey", "token", "password", "secret"})
 _LITERAL = "write it as ${VARIABLE}: a literal secret would be written into a ConfigMap"
 
@@ -152,9 +153,15 @@ def _deployment(digest: str, env_vars: list[str], settings: RenderSettings) -> M
     env += [
         {"name": var, "valueFrom": {"secretKeyRef": {"name": settings.secret_name, "key": var}}}
         for var in env_vars
-        if var != WORKER_TOKEN_ENV
+        if var not in (WORKER_TOKEN_ENV, ADMIN_KEY_ENV)
     ]
     env.append(worker_token_env(settings.secret_name))  # engine pods answer only this token
+    env.append(  # the admin API (keys, usage); a gateway off loopback needs a way in
+        {
+            "name": ADMIN_KEY_ENV,
+            "valueFrom": {"secretKeyRef": {"name": settings.secret_name, "key": ADMIN_KEY_ENV}},
+        }
+    )
     container: Manifest = {
         "name": "gateway",
         "image": settings.image,
