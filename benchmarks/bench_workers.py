@@ -9,7 +9,9 @@ from its sources) — and each round, the sides interleaved:
 * idle: sequential requests alternate between the upstream directly and ``fast`` through
   cloudlet; the added p50 is the difference of the medians;
 * busy: the same while ``cloudlet bench`` (another process) keeps 8 streams running on
-  ``bench``.
+  ``bench``;
+* restart (this tree only): the ``bench`` worker killed with SIGKILL under that load, and the
+  seconds until ``/ready`` answers 200 again.
 
 Before issue #11 the decode loop shared the gateway's process and GIL with every HTTP request;
 with a worker process it shares only the machine's cores.
@@ -24,7 +26,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import os
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -93,6 +97,18 @@ def busy(v1: str) -> Iterator[None]:
         load.wait(30)
 
 
+def restart_seconds(v1: str) -> float:
+    """Kill the embedded model's worker; seconds until the server is ready again."""
+    base = v1.removesuffix("/v1")
+    pid = httpx.get(base + "/stats", timeout=10).json()["bench"]["worker"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    started = time.perf_counter()
+    time.sleep(0.05)
+    while httpx.get(base + "/ready", timeout=10).status_code != 200:
+        time.sleep(0.05)
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline-rev", required=True, help="cloudlet before, a git revision")
@@ -120,6 +136,9 @@ def main() -> None:
                             idle = added_p50(client, json_base, v1, args.requests)
                             with busy(v1):
                                 loaded = added_p50(client, json_base, v1, args.requests)
+                                if src is None:
+                                    restart = restart_seconds(v1)
+                                    results.setdefault((side, "restart"), []).append(restart)
                         results.setdefault((side, "idle"), []).append(idle)
                         results.setdefault((side, "busy"), []).append(loaded)
                         print(f"round {round_ + 1} {side}: +{idle:.2f} ms idle, "
@@ -156,6 +175,15 @@ def render(results: dict[tuple[str, str], list[float]], command: str, a: argpars
             f"| {side} | {statistics.median(idle):+.2f} ms | {statistics.median(loaded):+.2f} ms "
             f"| {rounds} |"
         )
+    restarts = results.get((sides[0], "restart"))
+    if restarts:
+        lines += [
+            "",
+            f"Worker killed with SIGKILL under that load, back and `/ready` 200 after: "
+            f"**{statistics.median(restarts):.1f} s** median (rounds: "
+            + ", ".join(f"{x:.1f}" for x in restarts)
+            + " s; the first restart waits 1 s of backoff).",
+        ]
     if len(sides) == 2:
         now, before = (statistics.median(results[(s, "busy")]) for s in sides)
         ratio = now / before if before else float("nan")
