@@ -6,6 +6,8 @@ restart would forget what was spent). With ``storage: {counters: "redis://..."}`
 route budgets live here instead, one hash per route and period (``spent`` and ``held``, in
 integer nanos), checked and reserved by one Lua script so that two replicas can never both take
 the last cent. The period is part of the key, which expires 40 days after its last use.
+Calls are bounded and a Redis outage raises :class:`~cloudlet.errors.StorageUnavailable`, as
+for the counters (see :mod:`cloudlet.counters.redis_backend`).
 
 This implements the gateway's ``BudgetStore`` protocol (reserve the worst case, settle the
 real cost); see :mod:`cloudlet.gateway.budget`.
@@ -18,6 +20,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from cloudlet.counters.redis_backend import Probe, connect
 from cloudlet.pricing import to_nanos
 
 _TTL_S = 40 * 86_400
@@ -49,25 +52,35 @@ class RedisRouteBudgets:
         self._prefix = prefix
         self._reserve = client.register_script(_RESERVE)
         self._settle = client.register_script(_SETTLE)
+        self._probe = Probe(client, what="route budgets")
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisRouteBudgets:
         """Connect lazily (the first command opens the pool)."""
-        return cls(Redis.from_url(url, decode_responses=True), **kwargs)
+        return cls(connect(url), **kwargs)
+
+    async def ready(self) -> bool:
+        """Whether Redis answers now (``/ready``); cached for a second."""
+        return await self._probe.ready()
 
     def _key(self, key: str) -> str:
         return f"{self._prefix}:route-budget:{{{key}}}"
 
     async def reserve(self, key: str, amount: Decimal, limit: Decimal) -> bool:
         args = [to_nanos(amount, up=True), to_nanos(limit), _TTL_S]
-        return int(await self._reserve(keys=[self._key(key)], args=args)) == 1
+        return (
+            int(await self._probe.guard(lambda: self._reserve(keys=[self._key(key)], args=args)))
+            == 1
+        )
 
     async def settle(self, key: str, reserved: Decimal, actual: Decimal) -> None:
         args = [to_nanos(reserved, up=True), to_nanos(actual), _TTL_S]
-        await self._settle(keys=[self._key(key)], args=args)
+        await self._probe.guard(lambda: self._settle(keys=[self._key(key)], args=args))
 
     async def spent(self, key: str) -> Decimal:
-        spent, held = await self._redis.hmget(self._key(key), ["spent", "held"])
+        spent, held = await self._probe.guard(
+            lambda: self._redis.hmget(self._key(key), ["spent", "held"])
+        )
         return Decimal(int(spent or 0) + int(held or 0)).scaleb(-9)
 
     async def close(self) -> None:

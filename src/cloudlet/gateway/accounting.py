@@ -222,6 +222,33 @@ class Accounting:
                     admission.reservation, tokens=prompt_tokens + completion_tokens, cost=cost
                 )
 
+    def refused(self, tenant: Tenant, model: str, route: str | None, exc: CloudletError) -> None:
+        """A known tenant's request refused before admission (403, 404, 429, 503): one ledger
+        row of cost 0, ``status`` ``refused`` and the refusal's code as ``error``. Queued
+        without awaiting, like every row."""
+        currency = tenant.limits.budget.currency if tenant.limits.budget is not None else "USD"
+        zero = Money.zero(currency)
+        self._writer.record(
+            UsageRow(
+                request_id=new_request_id(),
+                ts=datetime.now(UTC),
+                key_id=tenant.key_id,
+                team=tenant.team,
+                model=model,
+                route=route,
+                target=None,
+                spilled=False,
+                prompt_tokens=0,
+                completion_tokens=0,
+                cost=zero,
+                cloud_equivalent=zero,
+                latency_ms=0,
+                ttft_ms=None,
+                status="refused",
+                error=exc.code or exc.type,
+            )
+        )
+
     async def failed(self, admission: Admission, exc: BaseException) -> None:
         """The request failed before any stream existed: release, and record the failure."""
         code = exc.code if isinstance(exc, CloudletError) else type(exc).__name__

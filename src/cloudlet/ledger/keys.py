@@ -132,6 +132,8 @@ class KeyStore:
         self._loading: dict[str, asyncio.Task[_Candidates]] = {}
         self._changes = 0  # create and revoke count up: a lookup begun before is not cached
         self._any: tuple[float, bool] | None = None
+        self._ever = False  # a key was created (see any_created)
+        self._ever_checked = float("-inf")  # until when "no key ever" is trusted
 
     async def create(
         self,
@@ -169,6 +171,7 @@ class KeyStore:
         async with self._engine.begin() as conn:
             await conn.execute(api_keys.insert().values(**values))
         self._any = None
+        self._ever = True
         self._forget(values["prefix"])
         return CreatedKey(_record(values), key)
 
@@ -218,6 +221,20 @@ class KeyStore:
         async with self._engine.connect() as conn:
             found = (await conn.execute(query)).first() is not None
         self._any = (now + self._ttl, found)
+        return found
+
+    async def any_created(self) -> bool:
+        """Whether a key was ever created here, revoked ones included: open mode ends for good
+        with the first key. Once true it is never asked again (rows are never deleted)."""
+        if self._ever:
+            return True
+        now = self._clock()
+        if self._ever_checked > now:
+            return False
+        async with self._engine.connect() as conn:
+            found = (await conn.execute(select(api_keys.c.id).limit(1))).first() is not None
+        self._ever = found
+        self._ever_checked = now + self._ttl
         return found
 
     async def _candidates(self, prefix: str) -> _Candidates:
