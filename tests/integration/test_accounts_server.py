@@ -51,9 +51,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     stop_server(srv)
 
 
-def test_open_mode_then_keys_required(server: Server) -> None:
-    assert "auth: open" in server.output()
-    assert chat(server, None).status_code == 200  # no key exists yet, loopback: open
+def test_admin_key_means_keys_required(server: Server) -> None:
+    # An admin key is set: never open, even on loopback before any key exists.
+    assert "auth: api-key" in server.output()
+    assert chat(server, None).status_code == 401
     created = admin(server, "POST", "/admin/keys", json={"team": "research", "rpm": 100})
     assert created.status_code == 201
     key = created.json()["key"]
