@@ -62,11 +62,11 @@ def serve_args(tmp: Path, text: str, *extra: str) -> list[str]:
 
 
 def run_serve(
-    tmp: Path, text: str, *extra: str, env: dict[str, str] | None = None
+    tmp: Path, text: str, *extra: str, env: dict[str, str] | None = None, port: int = 0
 ) -> tuple[int, str]:
     """Run a `cloudlet serve` that is expected to refuse to start: (exit code, output)."""
     done = subprocess.run(
-        serve_args(tmp, text, "--port", str(free_port()), *extra),
+        serve_args(tmp, text, "--port", str(port or free_port()), *extra),
         capture_output=True,
         text=True,
         timeout=120,
@@ -358,6 +358,25 @@ def test_database_down_at_start_is_one_line_and_exit_4(
     assert "cannot open the ledger at postgresql://root:***@127.0.0.1" in line
     assert "hunter2-pg" not in output
     assert "Traceback" not in output
+
+
+def test_exit_codes_are_documented_and_a_taken_port_is_not_the_policy_code(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    shown = subprocess.run(
+        [sys.executable, "-m", "cloudlet", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+        check=True,
+    ).stdout
+    for code in ("1 other failures", "3 the openness policy", "4 the ledger", "5 reachable"):
+        assert code in shown
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        code, output = run_serve(tmp_path, config(upstream, "{ledger: 'off'}"), port=port)
+    assert code == 1, output  # uvicorn's own 3 would read as "the policy refused a model"
 
 
 def test_storage_urls_take_env_references(tmp_path: Path, upstream: FakeUpstream) -> None:

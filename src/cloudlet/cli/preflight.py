@@ -25,13 +25,6 @@ from cloudlet.ledger.store import Ledger
 EXIT_STORAGE = 4
 EXIT_UNPROTECTED = 5
 
-EXIT_CODES_HELP = (
-    "Exit codes: 1 other failures (e.g. the port is taken); 2 bad spec or unset ${VAR} in a "
-    "storage URL; 3 the openness policy refuses a model; 4 the ledger's database cannot be "
-    "reached; 5 reachable from the network (--host not loopback) with no way to authenticate "
-    "(set CLOUDLET_ADMIN_KEY or create a key)."
-)
-
 
 def preflight(spec: Spec, admin_key: str | None) -> None:
     """Resolve the storage URLs, open the ledger once, and check that auth fails closed."""
