@@ -17,8 +17,8 @@ Outages: every command is bounded (connect 1 s, reply 1 s, one quick retry, 2 s 
 URL's ``socket_timeout`` / ``socket_connect_timeout`` override the first two), and a Redis that
 is unreachable, hangs or refuses raises :class:`~cloudlet.errors.StorageUnavailable` (503 with
 ``Retry-After``), never a raw client error; for a second after a failure, calls fail at once.
-A settle is idempotent (a per-reservation marker), so a caller may retry one whose reply was
-lost without counting it twice.
+A settle is idempotent (a per-reservation marker kept 10 minutes), so a caller may retry one
+whose reply was lost without counting it twice.
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ T = TypeVar("T")
 
 _NEED_SEED = 2
 _BUDGET_TTL_AFTER_S = 2 * 86_400
-_SETTLED_TTL_S = 86_400
+#: How long a settle's marker is kept: retries of a settle whose reply was lost come within
+#: seconds of Redis answering again; one key per request, so not longer than needed.
+_SETTLED_TTL_S = 600
 #: Defaults for every connection (a URL's own ``socket_timeout=`` etc. win).
 CLIENT_OPTIONS: dict[str, Any] = {
     "socket_connect_timeout": 1.0,
