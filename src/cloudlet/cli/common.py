@@ -25,6 +25,8 @@ ConfigOption = Annotated[
 ]
 
 EXIT_BAD_SPEC = 2
+EXIT_POLICY = 3  # the openness policy refuses a model
+EXIT_CANNOT_LISTEN = 4  # the address is taken (or not ours to bind)
 
 
 def console(stderr: bool = False) -> Console:

@@ -21,6 +21,8 @@ from cloudlet import __version__
 from cloudlet.api.drain import DrainState
 from cloudlet.cli.common import (
     EXIT_BAD_SPEC,
+    EXIT_CANNOT_LISTEN,
+    EXIT_POLICY,
     ConfigOption,
     console,
     fail,
@@ -28,6 +30,7 @@ from cloudlet.cli.common import (
     spec_or_exit,
 )
 from cloudlet.config import Spec
+from cloudlet.config.remote import missing_env
 from cloudlet.engines.base import Engine
 from cloudlet.engines.sources import resolve_source
 from cloudlet.errors import CloudletError, ModelNotPermitted, SpecError
@@ -35,7 +38,6 @@ from cloudlet.gateway.catalog import Catalog
 from cloudlet.gateway.pipeline import Pipeline
 
 log = logging.getLogger("cloudlet.serve")
-EXIT_POLICY = 3
 
 
 def serve(
@@ -73,6 +75,12 @@ def serve(
         {"server.host": host, "server.port": port, "server.log_level": log_level},
     )
     for model in spec.models:
+        for field, name in missing_env(model.api_key, model.headers, os.environ):
+            fail(
+                f"model {model.name!r}: {field} refers to ${{{name}}}, which is not set in the "
+                "environment",
+                EXIT_BAD_SPEC,
+            )
         if cluster or model.engine != "llamacpp" or not model.source:
             continue
         try:
@@ -81,6 +89,7 @@ def serve(
             fail(f"model {model.name!r}: {exc.message}", EXIT_BAD_SPEC)
     setup_logging(spec.server.log_level, spec.server.engine_log_level)
     catalog = _checked_catalog(spec)
+    listener = _listen(spec.server.host, spec.server.port)  # before loading anything
 
     from cloudlet.api import create_app
 
@@ -112,9 +121,26 @@ def serve(
             else None
         ),
     )
-    server.run()
+    server.run(sockets=[listener])
     if not server.started:
         raise typer.Exit(1)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound now: a taken port is one line and its own exit code."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        fail(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+            "(another server there? choose one with --port)",
+            EXIT_CANNOT_LISTEN,
+        )
+    return sock
 
 
 def _cluster_parts(

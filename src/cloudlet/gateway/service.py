@@ -33,7 +33,7 @@ from cloudlet.domain import (
     Usage,
 )
 from cloudlet.engines.base import ChatEngine, EmbeddingEngine, Engine
-from cloudlet.errors import ModelNotFound, WrongModelKind
+from cloudlet.errors import CloudletError, ModelNotFound, WrongModelKind
 from cloudlet.gateway.budget import BudgetStore, CloudBudget, InMemoryBudgetStore, Reservation
 from cloudlet.gateway.health import HealthChecker
 from cloudlet.gateway.metering import Metered
@@ -114,9 +114,12 @@ class Gateway:
         for name, target in self._targets.items():
             try:
                 await target.engine.start()
+            except CloudletError as exc:  # foreseen (a missing file, variable): one line
+                log.error("model %s failed to load: %s", name, exc.message)
+                target.load_error = exc.message
             except Exception as exc:  # a model that cannot load must not take the others down
                 log.exception("model %s failed to load", name)
-                target.load_error = str(exc)
+                target.load_error = str(exc) or type(exc).__name__
             else:
                 target.loaded = True
                 log.info("model %s ready (%s)", name, target.engine.info.engine)
@@ -129,19 +132,39 @@ class Gateway:
         for target in self._targets.values():
             target.loaded = False
 
+    def readiness(self) -> tuple[str, bool]:
+        """The server's state for ``/ready``, and whether that is ready to take traffic.
+
+        ``loading`` and ``failed`` (a model did not load: a broken spec or file, which a
+        rollout must stop on) are not ready. ``degraded`` (a model's every replica is down)
+        is: this process still answers, routes fail over to their other targets, and the
+        down model answers a clear 503; taking the gateway out of rotation would cut off the
+        healthy models and fix nothing upstream.
+        """
+        states = {_state(target) for target in self._targets.values()}
+        if not states or "loading" in states:
+            return "loading", False
+        if "failed" in states:
+            return "failed", False
+        return ("degraded" if "degraded" in states else "ready"), True
+
     @property
     def ready(self) -> bool:
-        return bool(self._targets) and all(t.loaded for t in self._targets.values())
+        return self.readiness()[1]
 
     def status(self) -> dict[str, str]:
-        """Per model and route: ``ready``, ``loading`` or ``failed: <why>``.
+        """Per model and route: ``ready``, ``loading``, ``degraded`` (loaded, every replica
+        down) or ``failed: <why>``.
 
-        A route is ready while any of its targets is.
+        A route is ready while any of its targets is, degraded while none is but one is up.
         """
         out = {name: _status(target) for name, target in self._targets.items()}
         for name in self._route_names:
             states = [out[t.name] for t in self._routes[name].targets]
-            out[name] = "ready" if "ready" in states else states[0]
+            if "ready" in states:
+                out[name] = "ready"
+            else:
+                out[name] = "degraded" if "degraded" in states else states[0]
         return out
 
     def stats(self) -> dict[str, EngineStats]:
@@ -281,7 +304,16 @@ class Gateway:
         )
 
 
+def _state(target: Target) -> str:
+    if not target.loaded:
+        return "failed" if target.load_error is not None else "loading"
+    target.sync()
+    if target.dynamic is not None and not target.replicas:
+        return "ready"  # scaled to zero: the first request wakes it
+    up = any(r.healthy and r.breaker.available() for r in target.replicas)
+    return "ready" if up else "degraded"
+
+
 def _status(target: Target) -> str:
-    if target.loaded:
-        return "ready"
-    return f"failed: {target.load_error}" if target.load_error is not None else "loading"
+    state = _state(target)
+    return f"failed: {target.load_error}" if state == "failed" else state

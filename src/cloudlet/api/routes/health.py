@@ -1,4 +1,9 @@
-"""GET /health (the process is alive) and GET /ready (every model is loaded)."""
+"""GET /health (the process is alive) and GET /ready (every model loaded; which are down).
+
+``/ready`` is 503 while a model loads, when one failed to load (``failed: <why>``) and while
+draining; 200 when ready, and also when ``degraded``: a model whose every replica is down does
+not take the gateway out of rotation (see :meth:`cloudlet.gateway.Gateway.readiness`).
+"""
 
 from __future__ import annotations
 
@@ -17,11 +22,15 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", summary="Readiness: 200 once every model is loaded, else 503")
+@router.get(
+    "/ready",
+    summary="Readiness: 200 once every model is loaded (also when one is degraded), else 503",
+)
 async def ready(gateway: GatewayDep, request: Request) -> JSONResponse:
     draining = bool(request.app.state.drain.draining)
-    ok = gateway.ready and not draining
-    status = "draining" if draining else ("ready" if ok else "loading")
+    status, ok = gateway.readiness()
+    if draining:
+        status, ok = "draining", False
     body = {"status": status, "models": gateway.status()}
     return JSONResponse(body, status_code=200 if ok else 503)
 
