@@ -110,6 +110,7 @@ class FakeUpstream:
     default: Fault = field(default_factory=Ok)
     healthy: bool = True
     record: bool = True
+    known: tuple[str, ...] | None = None  # model names served (None: any); others get 404
     requests: list[Recorded] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -218,6 +219,11 @@ class FakeUpstream:
                 _respond(writer, 503, {"error": {"message": "unhealthy"}})
             else:
                 _respond(writer, 200, {"object": "list", "data": [{"id": "upstream-model"}]})
+            await writer.drain()
+            return True
+        if self.known is not None and body.get("model") not in self.known:
+            error = {"message": f"The model `{body.get('model')}` does not exist"}
+            _respond(writer, 404, {"error": {**error, "code": "model_not_found"}})
             await writer.drain()
             return True
         fault = self._next_fault()

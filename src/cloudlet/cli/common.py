@@ -9,6 +9,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from cloudlet.config import Spec, load_spec
 from cloudlet.errors import CloudletError, SpecError
@@ -34,7 +35,7 @@ def console(stderr: bool = False) -> Console:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True)
+    console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", markup=True)
     raise typer.Exit(code)
 
 
@@ -44,9 +45,9 @@ def spec_or_exit(path: Path | None, overrides: dict[str, Any] | None = None) -> 
         return load_spec(path, overrides=overrides)
     except SpecError as exc:
         err = console(stderr=True)
-        err.print(f"[bold red]error:[/] invalid spec in [bold]{exc.source}[/]")
-        for field, why in exc.problems:
-            err.print(f"  [cyan]{field}[/]: {why}", markup=True, highlight=False)
+        err.print(f"[bold red]error:[/] invalid spec in [bold]{escape(exc.source)}[/]")
+        for field, why in exc.problems:  # escaped: "[from CLOUDLET_X]" is not markup
+            err.print(f"  [cyan]{escape(field)}[/]: {escape(why)}", markup=True, highlight=False)
         raise typer.Exit(EXIT_BAD_SPEC) from None
     except CloudletError as exc:
         fail(exc.message, EXIT_BAD_SPEC)
