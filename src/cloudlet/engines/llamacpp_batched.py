@@ -140,6 +140,7 @@ class BatchedLlamaCppEngine:
             name=self._spec.name,
         )
         self._scheduler.start()
+        await self._scheduler.warmed()  # the job prior, so spill works from the first burst
 
     def _load(self, path: str) -> None:
         """Load the weights and create the context (on a worker thread: this blocks)."""
