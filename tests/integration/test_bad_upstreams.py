@@ -143,7 +143,9 @@ def test_a_json_answer_to_a_streaming_request_is_the_answer(
 ) -> None:
     ups["ok"].fail_next(JsonAnswer())
     body = {"model": "ok", "messages": HI, "stream": True}
-    with httpx.stream("POST", server.v1 + "/chat/completions", json=body, timeout=30) as r:
+    headers = {"Authorization": f"Bearer {ADMIN}"}  # the admin key closes open mode
+    url = server.v1 + "/chat/completions"
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=30) as r:
         assert r.status_code == 200
         events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
@@ -194,7 +196,12 @@ def test_malformed_embeddings_fail_over_to_the_next_replica(
     try:
         for _ in range(2):  # whichever replica the balancer asks first
             body = {"model": "vectors", "input": "hello"}
-            r = httpx.post(server.v1 + "/embeddings", json=body, timeout=30)
+            r = httpx.post(
+                server.v1 + "/embeddings",
+                json=body,
+                headers={"Authorization": f"Bearer {ADMIN}"},
+                timeout=30,
+            )
             assert r.status_code == 200, r.text
             assert r.json()["data"][0]["embedding"] == [5.0, 1.0, 0.0]
     finally:

@@ -97,8 +97,8 @@ def serve(
     setup_logging(spec.server.log_level, spec.server.engine_log_level)
     catalog = _checked_catalog(spec)
     admin_key = os.environ.get("CLOUDLET_ADMIN_KEY") or None
-    preflight(spec, admin_key)  # storage reachable, ${VAR}s set, auth fails closed (exit 2/4/5)
     listener = _listen(spec.server.host, spec.server.port)  # before loading anything
+    preflight(spec, admin_key)  # storage reachable, ${VAR}s set, auth fails closed (exit 2/4/5)
 
     from cloudlet.api import create_app
 
