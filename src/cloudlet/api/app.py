@@ -114,9 +114,16 @@ async def _open_accounts(
     counters = open_counters(spec.storage.counters, seed=ledger.spent_since)
     stack.push_async_callback(counters.close)
     pipeline.tenancy = Tenancy(ledger.keys, loopback=spec.server.is_loopback)
-    pipeline.accounting = Accounting(
-        counters, ledger.writer, Prices(spec.models, pipeline.gateway.stats)
+    accounting = Accounting(
+        counters,
+        ledger.writer,
+        Prices(spec.models, pipeline.gateway.stats),
+        currency=spec.currency,
     )
+    stack.push_async_callback(accounting.close)  # before the counters close
+    pipeline.accounting = accounting
+    # Route budgets start each period from what the ledger says it spent: restarts remember.
+    pipeline.gateway.seed_budgets(ledger.spent_on)
     log.info("ledger: %s; counters: %s", ledger.display_url, spec.storage.counters or "memory")
     return ledger
 

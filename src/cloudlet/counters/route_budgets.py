@@ -13,6 +13,8 @@ real cost); see :mod:`cloudlet.gateway.budget`.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -22,8 +24,13 @@ from cloudlet.pricing import to_nanos
 
 _TTL_S = 40 * 86_400
 
-# KEYS: the route-period hash; ARGV: nanos to hold, limit nanos, TTL seconds. 1: held, 0: refused
+# KEYS: the route-period hash; ARGV: nanos to hold, limit nanos, TTL seconds, seed nanos (-1:
+# not read yet). 1: held, 0: refused, 2: a new period whose seed must be read first
 _RESERVE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if tonumber(ARGV[4]) < 0 then return 2 end
+  redis.call('HSET', KEYS[1], 'spent', ARGV[4], 'held', 0)
+end
 local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
 local held = tonumber(redis.call('HGET', KEYS[1], 'held') or '0')
 if spent + held + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return 0 end
@@ -32,8 +39,10 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
-# KEYS: the route-period hash; ARGV: held nanos to release, spent nanos to add, TTL seconds
+# KEYS: the route-period hash; ARGV: held nanos to release, spent nanos to add, TTL seconds.
+# A period Redis lost is left alone: its next reserve re-seeds it from the ledger.
 _SETTLE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[1], 'held', -tonumber(ARGV[1]))
 redis.call('HINCRBY', KEYS[1], 'spent', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
@@ -58,13 +67,27 @@ class RedisRouteBudgets:
     def _key(self, key: str) -> str:
         return f"{self._prefix}:route-budget:{{{key}}}"
 
-    async def reserve(self, key: str, amount: Decimal, limit: Decimal) -> bool:
-        args = [to_nanos(amount, up=True), to_nanos(limit), _TTL_S]
-        return int(await self._reserve(keys=[self._key(key)], args=args)) == 1
+    async def reserve(
+        self,
+        key: str,
+        amount: Decimal,
+        limit: Decimal,
+        seed: Callable[[], Awaitable[Decimal]] | None = None,
+    ) -> bool:
+        """As :class:`~cloudlet.gateway.budget.BudgetStore`; a period Redis does not hold (a
+        new one, or Redis lost it) starts from ``seed()``, read once, by whichever replica
+        gets there first."""
+        args = [to_nanos(amount, up=True), to_nanos(limit), _TTL_S, -1]
+        result = int(await self._reserve(keys=[self._key(key)], args=args))
+        if result == 2:
+            args[3] = to_nanos(await seed()) if seed is not None else 0
+            result = int(await self._reserve(keys=[self._key(key)], args=args))
+        return result == 1
 
     async def settle(self, key: str, reserved: Decimal, actual: Decimal) -> None:
         args = [to_nanos(reserved, up=True), to_nanos(actual), _TTL_S]
-        await self._settle(keys=[self._key(key)], args=args)
+        # Shielded: a request cancelled by its client must still give its hold back.
+        await asyncio.shield(self._settle(keys=[self._key(key)], args=args))
 
     async def spent(self, key: str) -> Decimal:
         spent, held = await self._redis.hmget(self._key(key), ["spent", "held"])

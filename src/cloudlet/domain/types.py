@@ -119,3 +119,7 @@ class EngineStats:
     prompt_tokens_evaluated: int = 0
     prompt_tokens_cached: int = 0
     requests_total: int = 0
+    #: Prefill and decode rates, per busy second, smoothed over recent busy time (0: not
+    #: measured): what a local model's prompt and generated tokens are priced by.
+    prompt_tokens_per_second: float = 0.0
+    completion_tokens_per_second: float = 0.0

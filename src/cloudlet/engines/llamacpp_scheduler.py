@@ -31,6 +31,7 @@ import llama_cpp
 from cloudlet.domain import Finished, FinishReason, TextDelta, Usage
 from cloudlet.engines.llamacpp_sampling import TokenPieces
 from cloudlet.engines.llamacpp_slots import BatchJob, Event, Run, Slots
+from cloudlet.engines.rates import RateMeter
 from cloudlet.errors import EngineError, EngineUnavailable
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ class SchedulerStats:
 
     outstanding: int = 0  # admitted and not yet finished (running + waiting)
     tokens_per_second: float = 0.0
+    prompt_tokens_per_second: float = 0.0  # prefill, smoothed (see engines/rates.py)
+    completion_tokens_per_second: float = 0.0  # decode, smoothed
     job_seconds: float = 0.0
     prompt_tokens_evaluated: int = 0
     prompt_tokens_cached: int = 0
@@ -82,6 +85,7 @@ class Scheduler:
         self._waiting: deque[BatchJob] = deque()  # decode thread only
         self._outbox: list[tuple[BatchJob, Event]] = []
         self._steps: deque[tuple[float, int, float]] = deque()  # (end, tokens, seconds)
+        self._rates = RateMeter()
         self._thread = threading.Thread(target=self._main, name=f"decode-{name}", daemon=True)
 
     # --- the event loop's side ------------------------------------------------------------
@@ -237,6 +241,10 @@ class Scheduler:
         for run in prefilling:
             start = len(run.slot.cached)
             run.slot.cached.extend(run.job.tokens[start : start + run.chunk])
+        seconds = time.monotonic() - started
+        self._rates.step(sum(run.chunk for run in prefilling), len(decoding), seconds)
+        self.stats.prompt_tokens_per_second = self._rates.prompt_tokens_per_second
+        self.stats.completion_tokens_per_second = self._rates.completion_tokens_per_second
         sampled = 0
         for run in decoding + prefilling:
             if run.row >= 0:

@@ -259,6 +259,8 @@ class OpenAIReplica:
             vectors = [[float(x) for x in row["embedding"]] for row in rows]
         except (ValueError, KeyError, TypeError) as exc:
             raise UpstreamError(f"{self.name} sent an invalid embeddings response") from exc
-        usage = payload.get("usage") or {}
-        tokens = usage.get("prompt_tokens") or sum(wire.estimate_tokens(t) for t in texts)
-        return EmbeddingResult(vectors=vectors, prompt_tokens=int(tokens))
+        usage = wire.parse_usage(payload.get("usage"))  # garbage counts are not charged
+        tokens = usage.prompt_tokens if usage is not None and usage.prompt_tokens else None
+        if tokens is None:
+            tokens = sum(wire.estimate_tokens(t) for t in texts)
+        return EmbeddingResult(vectors=vectors, prompt_tokens=tokens)

@@ -17,6 +17,7 @@ from cloudlet.engines.openai_wire import estimate_tokens
 from cloudlet.errors import ModelNotPermittedForKey
 from cloudlet.gateway.accounting import Accounted, Accounting
 from cloudlet.gateway.catalog import Catalog
+from cloudlet.gateway.pricing import embedding_bound
 from cloudlet.gateway.service import Embedding, Gateway, Generation
 from cloudlet.gateway.tenancy import Tenancy
 from cloudlet.ledger.keys import Tenant
@@ -57,6 +58,7 @@ class Pipeline:
         targets = self._admit_model(tenant, request.model)
         if self.accounting is None:
             return await self.gateway.generate(request)
+        request = self.gateway.bounded(request)  # before any money arithmetic
         route = request.model if self.gateway.is_route(request.model) else None
         max_tokens = request.max_tokens or self.gateway.max_tokens_default(request.model)
         admission = await self.accounting.admit(
@@ -95,6 +97,7 @@ class Pipeline:
             targets=targets,
             max_tokens=0,
             prompt_estimate=estimate,
+            prompt_bound=embedding_bound(list(texts)),
         )
         try:
             embedding = await self.gateway.embed(model, texts)

@@ -193,7 +193,7 @@ def test_local_prices_read_the_engines_rates_once_per_ttl() -> None:
     assert prices.of("unknown")[0].cost(10**6, 10**6) == Money.zero()
     now[0] += STATS_TTL_S
     second, _ = prices.of("local")
-    assert second.input_per_mtok < first.input_per_mtok  # twice the rate: about half the price
+    assert second.output_per_mtok < first.output_per_mtok  # twice the decode rate: cheaper
     assert reads == [0.0, STATS_TTL_S]
 
 

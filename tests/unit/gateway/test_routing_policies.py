@@ -5,6 +5,7 @@ from decimal import Decimal
 import pytest
 
 from cloudlet.domain import ModelId
+from cloudlet.engines.openai_wire import prompt_token_bound
 from cloudlet.errors import BudgetExhausted, UpstreamError
 from cloudlet.gateway.pricing import Money
 from tests.unit.gateway.scripted import (
@@ -61,13 +62,20 @@ async def test_local_first_spills_when_local_is_down() -> None:
     assert gw.status()["chat"] == "ready"  # a route is up while any target is
 
 
+#: What a spill of ask("chat") reserves at one dollar a token: the prompt's token bound (its
+#: UTF-8 bytes plus the templates' overhead) and max_tokens (2); it costs 3 + 2 = 5.
+RESERVE = prompt_token_bound(ask("chat")) + 2
+#: Two spills fit (5 + RESERVE), a third does not (10 + RESERVE).
+LIMIT = 5 + RESERVE + 3
+
+
 def budgeted(when_spent: str) -> dict[str, object]:
-    budget = {"per_day": "12", "currency": "USD", "when_spent": when_spent}
+    budget = {"per_day": str(LIMIT), "currency": "USD", "when_spent": when_spent}
     return {**LOCAL_FIRST, "cloud_budget": budget}
 
 
 async def spend_the_budget(when_spent: str) -> tuple[object, dict[str, ScriptedEngine]]:
-    """At one dollar a token: each spill reserves 7 (5 prompt + 2 max_tokens), costs 5."""
+    """At one dollar a token: each spill reserves RESERVE, costs 5."""
     clock = FakeClock()
     engines = {"local": ScriptedEngine("local"), "cloud": ScriptedEngine("cloud")}
     gw = gateway(engines, [local("local"), cloud("cloud")], [budgeted(when_spent)], clock)
@@ -83,7 +91,7 @@ async def spend_the_budget(when_spent: str) -> tuple[object, dict[str, ScriptedE
 
 async def test_a_spent_budget_stops_spill_and_queues_locally() -> None:
     gw, engines = await spend_the_budget("queue")
-    generation = await gw.generate(ask("chat"))  # 10 + 7 > 12: no more cloud
+    generation = await gw.generate(ask("chat"))  # 10 + RESERVE > LIMIT: no more cloud
     assert (generation.target, generation.spilled) == ("local", False)
     await drain(generation.events)
     assert engines["cloud"].calls == 2
@@ -121,7 +129,7 @@ async def test_a_client_that_leaves_mid_stream_is_charged_what_it_got() -> None:
     events = (await gw.generate(ask("chat", max_tokens=5))).events
     await anext(events)
     await events.aclose()
-    # reserved 5 + 5 = 10; charged the 5 estimated prompt tokens and the 1 token sent
+    # reserved the bound + 5; charged the 5 estimated prompt tokens and the 1 token sent
     assert await gw.budget_spent("chat") == Money(Decimal(6), "USD")
 
 

@@ -62,7 +62,10 @@ async def test_since_filters_and_json_shape(ledger: Ledger) -> None:
         "prompt_tokens": 10,
         "completion_tokens": 5,
         "cost": "0.2",
+        "local_cost": "0.2",
+        "cloud_cost": "0",
         "cloud_equivalent": "0.6",
+        "saved": "0.4",
         "currency": "USD",
     }
 
