@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 NANO = Decimal("0.000000001")
 _MILLION = Decimal(1_000_000)
@@ -39,6 +39,29 @@ FALLBACK_TOKENS_PER_SECOND = 20.0
 FALLBACK_PROMPT_TOKENS_PER_SECOND = 200.0
 #: How fast a measured capacity is forgotten when the engine no longer reaches it.
 CAPACITY_HALF_LIFE_S = 3600.0
+
+
+#: The largest budget a key may have, per period: the counters keep money as integer nanos in
+#: Redis, whose Lua numbers are exact only up to 2^53 nanos (about 9 million).
+MAX_AMOUNT = Decimal(1_000_000)
+
+
+def parse_amount(text: str) -> Decimal:
+    """A money amount typed by a person (``"20.00"``): finite, at least 0, at most
+    :data:`MAX_AMOUNT`, at most nine decimal places. :class:`ValueError` says what is wrong."""
+    try:
+        value = Decimal(text.strip())
+    except (InvalidOperation, AttributeError):
+        raise ValueError(f"expected an amount such as 20.00, got {text!r}") from None
+    if not value.is_finite():
+        raise ValueError(f"expected a finite amount, got {text!r}")
+    if value < 0:
+        raise ValueError(f"expected an amount of at least 0, got {text!r}")
+    if value > MAX_AMOUNT:
+        raise ValueError(f"expected an amount of at most {MAX_AMOUNT}, got {text!r}")
+    if value != value.quantize(NANO, rounding=ROUND_HALF_EVEN):
+        raise ValueError(f"expected at most nine decimal places, got {text!r}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
