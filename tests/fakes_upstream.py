@@ -13,6 +13,10 @@ default:
     Dead()                      read the request, close without answering
     Hold(after)                 stream `after` chunks, then wait for `release()`
     NoUsage()                   a normal stream that ignores stream_options.include_usage
+    BadUsage(usage)             a normal stream whose usage chunk carries `usage` verbatim
+
+`prompt_tokens`, when set, computes the prompt tokens reported from the request body (the
+default reports 11): tests that check budgets make it count like a worst-case tokenizer.
 
 Run as a script (`python tests/fakes_upstream.py --port 9000 [--delay-ms 300]`) it serves
 forever: the benchmarks' fake upstream (or fake cloud, with a delay).
@@ -25,7 +29,7 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,7 +70,12 @@ class NoUsage:
     pass
 
 
-Fault = Ok | Status | Slow | Drop | Dead | Hold | NoUsage
+@dataclass(frozen=True)
+class BadUsage:
+    usage: Any
+
+
+Fault = Ok | Status | Slow | Drop | Dead | Hold | NoUsage | BadUsage
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many"}
 
 
@@ -85,6 +94,7 @@ class FakeUpstream:
     healthy: bool = True
     record: bool = True
     requests: list[Recorded] = field(default_factory=list)
+    prompt_tokens: Callable[[Any], int] | None = None
 
     def __post_init__(self) -> None:
         self._faults: list[Fault] = []
@@ -241,11 +251,14 @@ class FakeUpstream:
         chunks.append(_chunk(body, {} if chat else "", reason, chat))
         usage_wanted = (body.get("stream_options") or {}).get("include_usage")
         if usage_wanted and not isinstance(fault, NoUsage):
-            usage = {
-                "prompt_tokens": 11,
+            prompt = self.prompt_tokens(body) if self.prompt_tokens is not None else 11
+            usage: Any = {
+                "prompt_tokens": prompt,
                 "completion_tokens": len(words),
-                "total_tokens": 11 + len(words),
+                "total_tokens": prompt + len(words),
             }
+            if isinstance(fault, BadUsage):
+                usage = fault.usage
             chunks.append(
                 {"id": "up-1", "object": "chat.completion.chunk", "choices": [], "usage": usage}
             )

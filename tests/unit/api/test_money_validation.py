@@ -148,7 +148,9 @@ CLOUD = """
             "models[0].cost.cloud_equivalent",
         ),
         (
-            "models:" + CLOUD.replace("CUR", "USD") + "  - name: m\n    source: package://p/m.gguf\n"
+            "models:"
+            + CLOUD.replace("CUR", "USD")
+            + "  - name: m\n    source: package://p/m.gguf\n"
             "routes:\n  - name: r\n    targets: [m, cloud]\n"
             "    cloud_budget: {per_day: 5, currency: GBP}\n",
             "routes[0].cloud_budget.currency: GBP",
