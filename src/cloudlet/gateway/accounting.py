@@ -398,8 +398,8 @@ class Accounted(AsyncGenerator[GenerationEvent, None]):
         if self._finished is not None:
             usage = self._finished.usage
             prompt, completion = usage.prompt_tokens, usage.completion_tokens
-        else:  # broke off before the usage arrived: charge what was sent
-            prompt, completion = self._admission.prompt_estimate, self._deltas
+        else:  # broke off before the usage arrived: the prompt's bound, a token per chunk sent
+            prompt, completion = self._admission.prompt_bound, self._deltas
         await self._accounting.settle(
             self._admission,
             target=self._target,

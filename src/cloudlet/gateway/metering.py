@@ -19,7 +19,7 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from cloudlet.domain import Finished, GenerationEvent, GenerationRequest, TextDelta, Usage
-from cloudlet.engines.openai_wire import estimate_prompt_tokens, prompt_token_bound
+from cloudlet.engines.openai_wire import prompt_token_bound
 from cloudlet.errors import CloudletError, EngineError
 from cloudlet.gateway.budget import Hold
 from cloudlet.gateway.pricing import cost
@@ -122,8 +122,8 @@ class Metered(AsyncGenerator[GenerationEvent, None]):
         held = self._hold
         if self._owned and held is not None and price is not None:
             usage = self._usage
-            if usage is None:  # broke off or cancelled: charge what was sent
-                usage = Usage(estimate_prompt_tokens(self._request), self._deltas)
+            if usage is None:  # broke off or cancelled: the prompt's bound, a token per chunk
+                usage = Usage(prompt_token_bound(self._request), self._deltas)
             await held.settle(cost(price, within_bound(usage, self._request, self._target)))
 
 
