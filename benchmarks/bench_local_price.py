@@ -27,6 +27,7 @@ import contextlib
 import csv
 import datetime as dt
 import io
+import json
 import signal
 import statistics
 import sys
@@ -119,8 +120,8 @@ def per_mtok(rows: list[dict[str, str]]) -> tuple[Decimal, Decimal]:
     short = [r for r in rows if r["completion_tokens"] == "1"]
     long = [r for r in rows if int(r["completion_tokens"]) > 1]
     a, b = short[-1], long[-1]
-    pa, ca, xa = int(a["prompt_tokens"]), int(a["completion_tokens"]), Decimal(a["cost"])
-    pb, cb, xb = int(b["prompt_tokens"]), int(b["completion_tokens"]), Decimal(b["cost"])
+    pa, ca, xa = (Decimal(a[k]) for k in ("prompt_tokens", "completion_tokens", "cost"))
+    pb, cb, xb = (Decimal(b[k]) for k in ("prompt_tokens", "completion_tokens", "cost"))
     out = (xb - xa * pb / pa) / (cb - ca * pb / pa)
     inp = (xa - out * ca) / pa
     return inp * 1_000_000, out * 1_000_000
@@ -134,10 +135,17 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32, help="the long probe's max_tokens")
     parser.add_argument("--hw", default="0.05", help="hardware_per_hour, USD")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument(
+        "--rows", type=Path, help="write the ledger rows here (JSON); with --from-rows, read them"
+    )
+    parser.add_argument("--from-rows", action="store_true", help="report on saved --rows only")
     args = parser.parse_args()
     # `timeout` and CI send SIGTERM: unwind, so that the server is stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
+    if args.from_rows:
+        report(args, json.loads(args.rows.read_text()))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp) / "cloudlet.yaml"
         spec.write_text(config(args.hw, args.clients))
@@ -149,7 +157,12 @@ def main() -> None:
         with running([*cmd, "--port", str(port)], base + "/ready", Path(tmp) / "log", env):
             rows = asyncio.run(measure(base, args))
         print(f"measured in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    if args.rows is not None:
+        args.rows.write_text(json.dumps(rows))
+    report(args, rows)
 
+
+def report(args: argparse.Namespace, rows: list[dict[str, str]]) -> None:
     long_cost: dict[str, list[Decimal]] = {}
     tokens = ""
     for team in ("cold", "load", "idle"):
