@@ -6,6 +6,8 @@ One command starts, on the same GGUF, with the same thread count and context per
 * llama-cpp-python's own server (``python -m llama_cpp.server``, ``--interrupt_requests False``;
   from ``--llama-cpp-python`` or a venv at /tmp/bench-venv with ``llama-cpp-python[server]``),
 * llama.cpp's C++ ``llama-server --parallel P`` when it is on PATH (or given), not in CI,
+* with ``--baseline-rev REV``, cloudlet as it was at REV (a git worktree; before issue #11 that
+  is the engine inside the gateway process, where now each model has a worker process),
 
 then sends N concurrent streaming chat requests (distinct prompts, the same max_tokens,
 temperature 0) for each concurrency level, interleaving the servers level by level so that
@@ -57,6 +59,7 @@ class Server:
     argv: list[str]
     port: int
     proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] | None = None
 
 
 @dataclasses.dataclass
@@ -105,6 +108,15 @@ def build_servers(args: argparse.Namespace, workdir: Path) -> list[Server]:
     servers.append(
         Server("cloudlet", [*cloudlet, "serve", "--config", str(spec), "--port", str(port)], port)
     )
+    if args.baseline_rev:
+        tree = workdir / "baseline"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree),
+                        args.baseline_rev], check=True)  # fmt: skip
+        port = free_port()
+        argv = [sys.executable, "-m", "cloudlet", "serve", "--config", str(spec),
+                "--port", str(port)]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(tree / "src")}
+        servers.append(Server(f"cloudlet @{args.baseline_rev}", argv, port, env=env))
     if args.llama_cpp_python and Path(args.llama_cpp_python).exists():
         port = free_port()
         servers.append(Server("llama-cpp-python server", [
@@ -129,7 +141,9 @@ def running(servers: list[Server], logdir: Path) -> Iterator[None]:
     try:
         for server in servers:
             log = (logdir / f"{server.name.split()[0]}.log").open("wb")
-            server.proc = subprocess.Popen(server.argv, stdout=log, stderr=subprocess.STDOUT)
+            server.proc = subprocess.Popen(
+                server.argv, stdout=log, stderr=subprocess.STDOUT, env=server.env
+            )
         for server in servers:
             wait_ready(server, logdir)
         yield
@@ -232,6 +246,14 @@ def summarise(name: str, concurrency: int, waves: list[tuple[float, list[Sample]
     )
 
 
+def children_of(pid: int) -> list[int]:
+    """The child processes of ``pid`` (a gateway's engine workers)."""
+    with contextlib.suppress(OSError):
+        found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return [int(c) for c in found]
+    return []
+
+
 def busy_ticks() -> int:
     """CPU ticks every core spent busy since boot (0 where /proc is unavailable)."""
     try:
@@ -265,6 +287,7 @@ async def measure(args: argparse.Namespace, servers: list[Server]) -> list[Row]:
     for server in servers:  # warm up: page the weights in, fill the template's prefix cache
         await warm_up(server)
     ours = [os.getpid()] + [s.proc.pid for s in servers if s.proc is not None]
+    ours += [child for pid in ours[1:] for child in children_of(pid)]  # engine workers
     results: dict[tuple[str, int], list[tuple[float, list[Sample]]]] = {}
     for concurrency in args.concurrency:
         # Short waves (one stream) are the easiest to spoil by a burst of other work: more of them.
@@ -349,6 +372,10 @@ def targets(by: dict[tuple[str, int], Row], args: argparse.Namespace) -> list[st
                         me8.aggregate / ls8.aggregate, 1.0))  # fmt: skip
         out.append(line("8 streams, TTFT p50 vs llama-server",
                         me8.ttft_p50 / ls8.ttft_p50, 2.0, higher=False))  # fmt: skip
+    for name in {r for r, c in by if r.startswith("cloudlet @") and c == 8}:
+        if me8:
+            out.append(line(f"8 streams, aggregate tok/s vs {name}",
+                            me8.aggregate / by[(name, 8)].aggregate, 1.0))  # fmt: skip
     if me1 and ls1:
         out.append(line("1 stream, per-stream tok/s vs llama-server",
                         me1.per_stream / ls1.per_stream, 0.95))  # fmt: skip
@@ -392,6 +419,8 @@ def main() -> None:
                         help="python with llama-cpp-python[server]")  # fmt: skip
     parser.add_argument("--llama-server", default=None, help="llama-server binary (default: PATH)")
     parser.add_argument("--cloudlet-cmd", default=None, help="command that runs cloudlet's CLI")
+    parser.add_argument("--baseline-rev", default=None,
+                        help="also run cloudlet as of this git revision (a worktree)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
     args.model = (args.model or default_model()).resolve()
@@ -409,6 +438,10 @@ def main() -> None:
             for log in sorted(logdir.glob("*.log")):
                 print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
             raise
+        finally:
+            if args.baseline_rev:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
+                                str(logdir / "baseline")], check=False)  # fmt: skip
     section = render(args, rows, command.strip())
     print(section)
     write_section(args.out, section)

@@ -62,6 +62,25 @@ class _EngineCollector(Collector):
         for model, status in self._gateway.status().items():
             ready.add_metric([model], 1.0 if status == "ready" else 0.0)
         yield ready
+        workers = self._gateway.workers()
+        up = GaugeMetricFamily(
+            "cloudlet_worker_up", "1 while the model's worker process serves", labels=["model"]
+        )
+        restarts = CounterMetricFamily(
+            "cloudlet_worker_restarts",
+            "Times the model's worker process was restarted",
+            labels=["model"],
+        )
+        safe = GaugeMetricFamily(
+            "cloudlet_worker_safe_mode",
+            "1 when the worker runs llama.cpp without its extra CPU buffer types",
+            labels=["model"],
+        )
+        for model, state in workers.items():
+            up.add_metric([model], 1.0 if state.state == "up" else 0.0)
+            restarts.add_metric([model], float(state.restarts))
+            safe.add_metric([model], 1.0 if state.safe_mode else 0.0)
+        yield from (up, restarts, safe)
         yield GaugeMetricFamily(
             "cloudlet_draining",
             "1 while the server drains before exit",

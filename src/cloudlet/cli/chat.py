@@ -65,7 +65,7 @@ def chat(
 async def _chat_local(model_spec: Any, request: GenerationRequest) -> None:
     from cloudlet.engines.factory import build_engine
 
-    engine = build_engine(model_spec)
+    engine = build_engine(model_spec, in_process=True)
     out = console()
     with out.status(f"loading {model_spec.name}…"):
         await engine.start()

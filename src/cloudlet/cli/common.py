@@ -54,5 +54,5 @@ def setup_logging(level: str, engine_level: str) -> None:
     handler = RichHandler(console=console(stderr=True), show_path=False, rich_tracebacks=False)
     logging.basicConfig(level=level.upper(), format="%(message)s", handlers=[handler], force=True)
     logging.getLogger("cloudlet.llama_cpp").setLevel(engine_level.upper())
-    for noisy in ("uvicorn.access",):
+    for noisy in ("uvicorn.access", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from cloudlet import __version__
-from cloudlet.cli import bench, card, chat, deploy, keys, operator, serve, usage
+from cloudlet.cli import bench, card, chat, deploy, keys, operator, serve, usage, worker
 
 app = typer.Typer(
     name="cloudlet",
@@ -18,6 +18,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.command()(serve.serve)
+app.command()(worker.worker)
 app.command()(chat.chat)
 app.command()(chat.models)
 card.register(app)

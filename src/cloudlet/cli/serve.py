@@ -8,7 +8,6 @@ import os
 import socket
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from types import FrameType
 from typing import Annotated
 
 import typer
@@ -27,6 +26,7 @@ from cloudlet.cli.common import (
     setup_logging,
     spec_or_exit,
 )
+from cloudlet.cli.server import DrainingServer
 from cloudlet.config import Spec
 from cloudlet.engines.base import Engine
 from cloudlet.engines.sources import resolve_source
@@ -151,10 +151,9 @@ def _checked_catalog(spec: Spec) -> Catalog:
     return catalog
 
 
-class _BannerServer(uvicorn.Server):
-    """uvicorn, plus: the banner once the socket is bound (so port 0 shows the real port), and
-    a graceful drain on the first SIGTERM/SIGINT (see :mod:`cloudlet.api.drain`); a second
-    signal stops at once."""
+class _BannerServer(DrainingServer):
+    """The draining server, plus the banner once the socket is bound (so port 0 shows the
+    real port)."""
 
     def __init__(
         self,
@@ -166,28 +165,11 @@ class _BannerServer(uvicorn.Server):
         *,
         cluster_line: str | None = None,
     ) -> None:
-        super().__init__(config)
+        super().__init__(config, drain, spec.server.drain_timeout_s)
         self._cluster_line = cluster_line
         self._spec = spec
-        self._drain = drain
         self._catalog = catalog
         self._pipeline = pipeline
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._drain.draining:
-            super().handle_exit(sig, frame)
-            return
-        self._drain.begin()
-        log.info(
-            "draining: %d request(s) in flight, waiting up to %.0fs; new requests get 503",
-            self._drain.in_flight,
-            self._spec.server.drain_timeout_s,
-        )
-
-    async def on_tick(self, counter: int) -> bool:
-        if not self.should_exit and self._drain.done(self._spec.server.drain_timeout_s):
-            self.should_exit = True
-        return await super().on_tick(counter)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)

@@ -80,6 +80,11 @@ class ModelSpec(_Strict):
     max_tokens_default: int = Field(
         512, ge=1, description="max_tokens when a request gives none (bounded by the context)"
     )
+    safe_mode: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="llamacpp: llama.cpp's extra CPU buffer types (repacked weights, AMX) off. "
+        "auto: on only after the model's worker crashed while loading or on its first decode",
+    )
     # --- remote engines (engine: openai) -----------------------------------------------------
     url: str | None = Field(None, description="base URL of an OpenAI-compatible API (…/v1)")
     urls: list[str] | None = Field(None, min_length=1, description="replicas of one model")

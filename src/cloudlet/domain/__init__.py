@@ -15,6 +15,7 @@ from cloudlet.domain.types import (
     SamplingParams,
     TextDelta,
     Usage,
+    WorkerState,
 )
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "SamplingParams",
     "TextDelta",
     "Usage",
+    "WorkerState",
 ]

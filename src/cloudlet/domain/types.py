@@ -119,7 +119,19 @@ class EngineStats:
     prompt_tokens_evaluated: int = 0
     prompt_tokens_cached: int = 0
     requests_total: int = 0
+    job_seconds: float = 0.0  # the engine's estimate of one request's duration (0: unknown)
     #: Prefill and decode rates, per busy second, smoothed over recent busy time (0: not
     #: measured): what a local model's prompt and generated tokens are priced by.
     prompt_tokens_per_second: float = 0.0
     completion_tokens_per_second: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerState:
+    """A supervised engine worker process, as ``/ready``, ``/stats`` and metrics show it."""
+
+    state: Literal["starting", "up", "restarting", "failed", "stopped"]
+    restarts: int = 0
+    safe_mode: bool = False
+    pid: int | None = None
+    last_exit: str | None = None  # how the last worker process ended, in words

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 
@@ -32,6 +33,7 @@ from cloudlet.domain import (
 )
 from cloudlet.engines.openai_remote import OpenAIEngine
 from cloudlet.engines.openai_replica import OpenAIReplica
+from cloudlet.engines.worker_process import TOKEN_ENV
 from cloudlet.errors import EngineUnavailable
 
 log = logging.getLogger(__name__)
@@ -78,8 +80,12 @@ class ClusterEngine(OpenAIEngine):
     """A :class:`~cloudlet.engines.base.ChatEngine` (or embedding engine) over engine pods."""
 
     def __init__(self, spec: ModelSpec, *, wake_timeout_s: float = 120.0) -> None:
-        # Engine pods serve the model under its own name, each queueing for itself.
-        super().__init__(spec.model_copy(update={"parallel": None}))
+        # Engine pods serve the model under its own name, each queueing for itself, and
+        # answer only the token the gateway shares with them (CLOUDLET_WORKER_TOKEN).
+        update: dict[str, object] = {"parallel": None}
+        if os.environ.get(TOKEN_ENV):
+            update["api_key"] = "${" + TOKEN_ENV + "}"
+        super().__init__(spec.model_copy(update=update))
         self._slots = spec.parallel or 1
         self._info = _info(spec, f"{spec.engine} (cluster)")
         self.wake_timeout_s = wake_timeout_s

@@ -6,7 +6,12 @@ from cloudlet.config import ModelSpec, Spec
 from cloudlet.engines.base import Engine
 
 
-def build_engine(spec: ModelSpec) -> Engine:
+def build_engine(
+    spec: ModelSpec, *, in_process: bool = False, safe_mode: bool | None = None
+) -> Engine:
+    """The engine for one model. A ``llamacpp`` model runs in a supervised worker process
+    (:mod:`cloudlet.engines.worker`) unless ``in_process`` (the worker itself, `cloudlet chat`);
+    ``safe_mode`` then overrides the spec's (llama.cpp's extra CPU buffer types off)."""
     if spec.engine == "openai":
         from cloudlet.engines.openai_remote import OpenAIEngine
 
@@ -15,14 +20,19 @@ def build_engine(spec: ModelSpec) -> Engine:
         from cloudlet.engines.cluster import ClusterOnly
 
         return ClusterOnly(spec)
+    if not in_process:
+        from cloudlet.engines.worker import WorkerEngine
+
+        return WorkerEngine(spec)
+    safe = spec.safe_mode == "on" if safe_mode is None else safe_mode
     if spec.kind == "embedding":
         from cloudlet.engines.llamacpp_embed import LlamaCppEmbeddingEngine
 
-        return LlamaCppEmbeddingEngine(spec)
+        return LlamaCppEmbeddingEngine(spec, safe_mode=safe)
     from cloudlet.engines.llamacpp_batched import BatchedLlamaCppEngine
 
-    return BatchedLlamaCppEngine(spec)
+    return BatchedLlamaCppEngine(spec, safe_mode=safe)
 
 
-def build_engines(spec: Spec) -> dict[str, Engine]:
-    return {model.name: build_engine(model) for model in spec.models}
+def build_engines(spec: Spec, *, in_process: bool = False) -> dict[str, Engine]:
+    return {model.name: build_engine(model, in_process=in_process) for model in spec.models}

@@ -40,9 +40,11 @@ from cloudlet.domain import (
     GenerationRequest,
     ModelId,
     ModelInfo,
+    SamplingParams,
 )
 from cloudlet.engines.llamacpp_common import PromptRenderer, default_threads, grammar_for
 from cloudlet.engines.llamacpp_logging import route_llama_logs
+from cloudlet.engines.llamacpp_safe import first_decode, model_params
 from cloudlet.engines.llamacpp_sampling import SamplerChain
 from cloudlet.engines.llamacpp_scheduler import Scheduler
 from cloudlet.engines.llamacpp_slots import BatchJob
@@ -94,8 +96,9 @@ def kv_bytes_per_token(model: Any) -> int:
 class BatchedLlamaCppEngine:
     """A :class:`~cloudlet.engines.base.ChatEngine` on llama.cpp's batched low-level API."""
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec, *, safe_mode: bool = False) -> None:
         self._spec = spec
+        self._safe = safe_mode
         self._info = ModelInfo(
             id=ModelId(spec.name),
             kind="chat",
@@ -140,11 +143,32 @@ class BatchedLlamaCppEngine:
             name=self._spec.name,
         )
         self._scheduler.start()
+        await self._warm_up()
+
+    async def _warm_up(self) -> None:
+        """Decode once before serving: a prompt of a few dozen tokens (a multi-row matmul, as
+        prefill runs) and two generated tokens. A CPU kernel that crashes does so here, while
+        the model loads, where the supervisor restarts the worker in safe mode, rather than on
+        a client's first request. The warm-up is not counted as a request."""
+        first_decode(safe=self._safe)
+        prompt = " ".join(["cloudlet warms up the engine before the first request."] * 4)
+        request = GenerationRequest(
+            model=ModelId(self._spec.name),
+            prompt=prompt,
+            max_tokens=2,
+            sampling=SamplingParams(temperature=0.0),
+        )
+        try:
+            async for _ in await self.generate(request):
+                pass
+        except ContextLengthExceeded:  # a context too small for it: nothing to warm up with
+            return
+        finally:
+            self._requests = 0
 
     def _load(self, path: str) -> None:
         """Load the weights and create the context (on a worker thread: this blocks)."""
-        params = llama_cpp.llama_model_default_params()
-        params.n_gpu_layers = 0  # Llama's default; the spec has no GPU setting yet
+        params = model_params(safe=self._safe)
         # verbose=True keeps llama-cpp-python from redirecting the process's fds while loading;
         # llama.cpp's log already goes to our logger.
         model: Any = LlamaModel(path_model=path, params=params, verbose=True)
@@ -223,6 +247,7 @@ class BatchedLlamaCppEngine:
             prompt_tokens_evaluated=s.prompt_tokens_evaluated,
             prompt_tokens_cached=s.prompt_tokens_cached,
             requests_total=self._requests,
+            job_seconds=scheduler.job_seconds(),
         )
 
     # --- admission -------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from llama_cpp import Llama
 from cloudlet.config import ModelSpec
 from cloudlet.domain import EmbeddingResult, EngineStats, ModelId, ModelInfo
 from cloudlet.engines.llamacpp_logging import captured_prints, route_llama_logs
+from cloudlet.engines.llamacpp_safe import first_decode, llama_class_params
 from cloudlet.engines.minilm_gguf import convert
 from cloudlet.engines.sources import resolve_source
 from cloudlet.errors import ContextLengthExceeded, EngineError, EngineOverloaded, EngineUnavailable
@@ -49,8 +50,11 @@ class _Batch:
 class LlamaCppEmbeddingEngine:
     """An :class:`~cloudlet.engines.base.EmbeddingEngine` on llama-cpp-python's ``Llama``."""
 
-    def __init__(self, spec: ModelSpec, *, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self, spec: ModelSpec, *, cache_dir: Path | None = None, safe_mode: bool = False
+    ) -> None:
         self._spec = spec
+        self._safe = safe_mode
         self._cache_dir = cache_dir
         self._created = int(time.time())
         self._context = spec.context
@@ -86,6 +90,12 @@ class LlamaCppEmbeddingEngine:
             executor.shutdown(wait=False)
             raise
         self._llm, self._executor = llm, executor
+        # The first decode happens here, not on a client's request: a CPU kernel that crashes
+        # does so while the model loads, where the supervisor can restart it in safe mode.
+        first_decode(safe=self._safe)
+        await self.embed(["cloudlet warms up the engine with one short sentence."])
+        self._requests = self._tokens = 0
+        self._busy_s = 0.0
 
     async def close(self) -> None:
         """Release the model after the request in flight (if any); later calls do nothing."""
@@ -157,7 +167,7 @@ class LlamaCppEmbeddingEngine:
         try:
             # verbose=True keeps llama-cpp-python from dup2-ing the process's stderr while it
             # loads (its C log already goes to our logger); afterwards it must stay quiet.
-            with captured_prints(self._spec.name):
+            with captured_prints(self._spec.name), llama_class_params(safe=self._safe):
                 llm = Llama(
                     model_path=str(model),
                     embedding=True,

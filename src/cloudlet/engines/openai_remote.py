@@ -41,9 +41,22 @@ from cloudlet.errors import EngineUnavailable
 class OpenAIEngine:
     """A :class:`~cloudlet.engines.base.ChatEngine` or ``EmbeddingEngine`` over HTTP."""
 
-    def __init__(self, spec: ModelSpec, *, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        environ: Mapping[str, str] | None = None,
+        uds: str | None = None,
+        bound_max_tokens: bool = True,
+    ) -> None:
+        """``environ`` resolves ``${VAR}`` references (default: the process environment);
+        ``uds`` connects through a Unix socket (a local worker); ``bound_max_tokens`` fills in
+        ``max_tokens`` for requests without one, bounding a remote's cost to what was
+        reserved (a local worker bounds it by the context itself)."""
         self.spec = spec
         self._environ = environ
+        self._uds = uds
+        self.bound_max_tokens = bound_max_tokens
         self._info = ModelInfo(
             id=ModelId(spec.name),
             kind=spec.kind,
@@ -97,6 +110,7 @@ class OpenAIEngine:
                 verify=tls,
                 limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
                 trust_env=False,
+                uds=self._uds,
             )
 
         self._new_pool = lambda: TransportPool(make, per_replica)

@@ -171,7 +171,8 @@ class OpenAIReplica:
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
         spec = self._engine.spec
-        if request.max_tokens is None:  # bound the cost to what the gateway reserved
+        if request.max_tokens is None and self._engine.bound_max_tokens:
+            # bound the cost to what the gateway reserved
             request = dataclasses.replace(request, max_tokens=spec.max_tokens_default)
         body = wire.generation_body(request, self._engine.upstream_model)
         path = "/chat/completions" if request.messages is not None else "/completions"

@@ -24,6 +24,7 @@ from cloudlet.domain import (
 from cloudlet.errors import (
     CloudletError,
     ContextLengthExceeded,
+    EngineOverloaded,
     InvalidRequest,
     UpstreamError,
     UpstreamRateLimited,
@@ -218,11 +219,19 @@ def status_error(status: int, body: bytes, headers: Mapping[str, str], where: st
         code = parsed.get("error", {}).get("code") if isinstance(parsed, dict) else None
         cls = ContextLengthExceeded if code == "context_length_exceeded" else InvalidRequest
         return cls(f"{where} refused the request: {message or status}")
+    if status == 503 and _code(parsed) == "engine_overloaded":  # a cloudlet worker's full queue
+        retry_after = _retry_after(headers.get("retry-after"))
+        return EngineOverloaded(f"{where} is overloaded: {message}", retry_after=retry_after)
     if status in (401, 403):
         return UpstreamError(f"{where} refused cloudlet's credentials (HTTP {status})")
     if status == 404:
         return UpstreamError(f"{where} does not serve the configured model (HTTP 404)")
     return UpstreamError(f"{where} failed with HTTP {status}")
+
+
+def _code(parsed: object) -> object:
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    return error.get("code") if isinstance(error, dict) else None
 
 
 def _message(parsed: Mapping[str, Any]) -> str:

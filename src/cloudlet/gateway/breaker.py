@@ -23,6 +23,12 @@ class CircuitBreaker:
         self._opened_at: float | None = None
         self._trial_out = False
 
+    @classmethod
+    def never_open(cls) -> CircuitBreaker:
+        """A breaker that lets everything through (for engines whose health is known
+        otherwise)."""
+        return cls(0, 0.0, lambda: 0.0)
+
     @property
     def state(self) -> State:
         if self._opened_at is None:
@@ -57,7 +63,7 @@ class CircuitBreaker:
             self._opened_at = self._clock()
             return
         self._failures += 1
-        if self._failures >= self._threshold:
+        if self._threshold > 0 and self._failures >= self._threshold:
             self._opened_at = self._clock()
 
     def release(self) -> None:

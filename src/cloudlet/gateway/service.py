@@ -31,9 +31,10 @@ from cloudlet.domain import (
     ModelInfo,
     ModelKind,
     Usage,
+    WorkerState,
 )
 from cloudlet.engines.base import ChatEngine, EmbeddingEngine, Engine
-from cloudlet.errors import ContextLengthExceeded, ModelNotFound, WrongModelKind
+from cloudlet.errors import CloudletError, ContextLengthExceeded, ModelNotFound, WrongModelKind
 from cloudlet.gateway.budget import BudgetStore, CloudBudget, Hold, InMemoryBudgetStore, RouteSeed
 from cloudlet.gateway.health import HealthChecker
 from cloudlet.gateway.metering import Metered
@@ -127,16 +128,9 @@ class Gateway:
     # --- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load every engine; one that fails is reported and stays unavailable."""
-        for name, target in self._targets.items():
-            try:
-                await target.engine.start()
-            except Exception as exc:  # a model that cannot load must not take the others down
-                log.exception("model %s failed to load", name)
-                target.load_error = str(exc)
-            else:
-                target.loaded = True
-                log.info("model %s ready (%s)", name, target.engine.info.engine)
+        """Load every engine, side by side (local models load in processes of their own);
+        one that fails is reported and stays unavailable."""
+        await asyncio.gather(*(self._load(name, t) for name, t in self._targets.items()))
         self._health.start()
 
     def seed_budgets(self, seed: RouteSeed) -> None:
@@ -144,6 +138,19 @@ class Gateway:
         per budget and period: a restart then remembers the day's spending."""
         for budget in self._budgets:
             budget.seed = seed
+
+    async def _load(self, name: str, target: Target) -> None:
+        try:
+            await target.engine.start()
+        except CloudletError as exc:  # a model that cannot load must not take the others down
+            log.error("model %s failed to load: %s", name, exc.message)
+            target.load_error = exc.message
+        except Exception as exc:
+            log.exception("model %s failed to load", name)
+            target.load_error = str(exc)
+        else:
+            target.loaded = True
+            log.info("model %s ready (%s)", name, target.engine.info.engine)
 
     async def close(self) -> None:
         await self.settle_retries.close()
@@ -155,7 +162,21 @@ class Gateway:
 
     @property
     def ready(self) -> bool:
-        return bool(self._targets) and all(t.loaded for t in self._targets.values())
+        """Every model loaded, and every local model's worker up."""
+        return bool(self._targets) and all(
+            t.loaded and (r.supervised is None or r.supervised.is_up())
+            for t in self._targets.values()
+            for r in t.replicas
+        )
+
+    def workers(self) -> dict[str, WorkerState]:
+        """The worker process of each local model (models served in-process have none)."""
+        return {
+            name: r.supervised.worker_state()
+            for name, t in self._targets.items()
+            for r in t.replicas
+            if r.supervised is not None
+        }
 
     def status(self) -> dict[str, str]:
         """Per model and route: ``ready``, ``loading`` or ``failed: <why>``.
@@ -319,5 +340,9 @@ class Gateway:
 
 def _status(target: Target) -> str:
     if target.loaded:
+        for replica in target.replicas:
+            if replica.supervised is not None and not replica.supervised.is_up():
+                state = replica.supervised.worker_state()
+                return f"restarting: the worker {state.last_exit}" if state.last_exit else "loading"
         return "ready"
     return f"failed: {target.load_error}" if target.load_error is not None else "loading"

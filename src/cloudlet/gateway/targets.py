@@ -14,7 +14,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from cloudlet.config import ModelSpec
 from cloudlet.config.remote import BreakerSpec, HealthCheckSpec, PriceSpec
-from cloudlet.domain import GenerationRequest
+from cloudlet.domain import GenerationRequest, WorkerState
 from cloudlet.engines.base import Engine
 from cloudlet.gateway.balancer import PrefixAffinity, least_outstanding, prefix_key
 from cloudlet.gateway.breaker import CircuitBreaker
@@ -51,6 +51,15 @@ class Dynamic(Protocol):
         ...
 
 
+@runtime_checkable
+class Supervised(Protocol):
+    """An engine whose model runs in a worker process this gateway supervises."""
+
+    def is_up(self) -> bool: ...
+
+    def worker_state(self) -> WorkerState: ...
+
+
 @dataclass(frozen=True, slots=True)
 class TargetOptions:
     """What routing needs from a model's spec; engines given without one get the defaults."""
@@ -77,14 +86,21 @@ class TargetOptions:
 
 
 class Replica:
+    """One engine a target balances over. A supervised engine (a local worker) is available
+    exactly while its worker is up: its supervisor knows better than a breaker, which would
+    keep a restarted worker out for a cooldown after the failures its crash caused."""
+
     def __init__(self, engine: Engine, breaker: CircuitBreaker) -> None:
         self.engine = engine
-        self.breaker = breaker
+        self.supervised = engine if isinstance(engine, Supervised) else None
+        self.breaker = CircuitBreaker.never_open() if self.supervised is not None else breaker
         self.outstanding = 0
         self.healthy = True
         self.failed_checks = 0
 
     def available(self) -> bool:
+        if self.supervised is not None:
+            return self.supervised.is_up()
         return self.healthy and self.breaker.available()
 
     def checked(self, ok: bool, unhealthy_after: int) -> None:

@@ -18,6 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from cloudlet.config import Spec
+from cloudlet.engines.worker_process import TOKEN_ENV as WORKER_TOKEN_ENV
 from cloudlet.kube.names import (
     API_VERSION,
     HTTP_PORT,
@@ -159,13 +160,23 @@ def _deployment(
             }
         )
         mounts.append({"name": "spec", "mountPath": SPEC_DIR, "readOnly": True})
+        # The same `cloudlet worker` that `cloudlet serve` supervises on one machine: one
+        # model, no keys or ledger of its own, answering only the gateway's token.
         container = _container(
             image=spec.get("image") or settings.image,
-            args=["serve", "--config", f"{SPEC_DIR}/cloudlet.yaml", *spec.get("args", [])],
+            args=[
+                "worker",
+                "--config",
+                f"{SPEC_DIR}/cloudlet.yaml",
+                "--log-format",
+                "rich",
+                *spec.get("args", []),
+            ],
             port=HTTP_PORT,
             health=("/health", "/ready"),
             settings=settings,
         )
+        container["env"] = [worker_token_env(settings.secret_name)]
     else:
         volumes.append({"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}})
         mounts.append({"name": "shm", "mountPath": "/dev/shm"})  # noqa: S108 - in the pod
@@ -228,6 +239,14 @@ def _deployment(
                 "spec": pod_spec,
             },
         },
+    }
+
+
+def worker_token_env(secret_name: str) -> Manifest:
+    """The token engine pods require and the gateway sends (see cloudlet.api.worker_auth)."""
+    return {
+        "name": WORKER_TOKEN_ENV,
+        "valueFrom": {"secretKeyRef": {"name": secret_name, "key": WORKER_TOKEN_ENV}},
     }
 
 

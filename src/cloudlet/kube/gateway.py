@@ -18,6 +18,8 @@ import yaml
 from pydantic import BaseModel, SecretStr
 from pydantic_core import to_jsonable_python
 
+from cloudlet.engines.worker_process import TOKEN_ENV as WORKER_TOKEN_ENV
+from cloudlet.kube.engine import worker_token_env
 from cloudlet.kube.model_cr import referenced_vars, secret_var
 from cloudlet.kube.names import GATEWAY_NAME, GROUP, HTTP_PORT, PLURAL, labels, selector
 from cloudlet.kube.pods import (
@@ -35,6 +37,7 @@ Manifest = dict[str, Any]
 SPEC_CONFIGMAP = "cloudlet-spec"
 SPEC_DIR = "/etc/cloudlet"
 SPEC_FILE = "cloudlet.yaml"
+ADMIN_KEY_ENV = "CLOUDLET_ADMIN_KEY"
 _SENSITIVE = frozenset({"api_key", "apikey", "token", "password", "secret"})
 _LITERAL = "write it as ${VARIABLE}: a literal secret would be written into a ConfigMap"
 
@@ -86,6 +89,7 @@ def gateway_manifests(spec_data: dict[str, Any], settings: RenderSettings) -> li
             "data": {SPEC_FILE: text},
         },
         _deployment(digest, env_vars, settings),
+        _engine_network_policy(settings),
         {
             "apiVersion": "v1",
             "kind": "Service",
@@ -149,7 +153,15 @@ def _deployment(digest: str, env_vars: list[str], settings: RenderSettings) -> M
     env += [
         {"name": var, "valueFrom": {"secretKeyRef": {"name": settings.secret_name, "key": var}}}
         for var in env_vars
+        if var not in (WORKER_TOKEN_ENV, ADMIN_KEY_ENV)
     ]
+    env.append(worker_token_env(settings.secret_name))  # engine pods answer only this token
+    env.append(  # the admin API (keys, usage); a gateway off loopback needs a way in
+        {
+            "name": ADMIN_KEY_ENV,
+            "valueFrom": {"secretKeyRef": {"name": settings.secret_name, "key": ADMIN_KEY_ENV}},
+        }
+    )
     container: Manifest = {
         "name": "gateway",
         "image": settings.image,
@@ -199,6 +211,27 @@ def _deployment(digest: str, env_vars: list[str], settings: RenderSettings) -> M
                     ],
                 },
             },
+        },
+    }
+
+
+def _engine_network_policy(settings: RenderSettings) -> Manifest:
+    """Engine pods take connections from the gateway pods only (their token is the second
+    lock): nothing else in the cluster reaches a model past the gateway's keys and ledger."""
+    engines = {"app.kubernetes.io/name": "cloudlet", "app.kubernetes.io/component": "engine"}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta("cloudlet-engines", settings),
+        "spec": {
+            "podSelector": {"matchLabels": engines},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"podSelector": {"matchLabels": selector("gateway", GATEWAY_NAME)}}],
+                    "ports": [{"protocol": "TCP", "port": HTTP_PORT}],
+                }
+            ],
         },
     }
 

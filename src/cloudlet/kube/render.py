@@ -53,6 +53,9 @@ def render(spec: Spec, settings: RenderSettings, *, source: str = "the spec") ->
 
     settings = _with_spec_drain(spec, settings)
     warnings: list[str] = []
+    settings, note = _gateway_replicas(spec, settings)
+    if note:
+        warnings.append(note)
     models: list[Manifest] = []
     for model in spec.models:
         manifest, notes = model_resource(model, names[model.name], settings)
@@ -80,6 +83,25 @@ def render(spec: Spec, settings: RenderSettings, *, source: str = "the spec") ->
     manifests += models
     manifests += autoscalers
     return Rendered(tuple(manifests), tuple(warnings))
+
+
+def _gateway_replicas(spec: Spec, settings: RenderSettings) -> tuple[RenderSettings, str | None]:
+    """Gateway replicas share keys, limits and the ledger only through PostgreSQL and Redis;
+    with SQLite or in-memory counters each would keep its own (N replicas, N times a budget), so
+    the gateway then runs exactly one replica, and the render says why."""
+    storage = getattr(spec, "storage", None)  # rendering takes any pydantic spec
+    if storage is None or storage.ledger == "off":
+        return settings, None
+    shared = (storage.ledger or "").startswith("postgres") and storage.counters.startswith("redis")
+    if shared:
+        return settings, None
+    one = replace(settings, gateway_replicas=1, gateway_max_replicas=1)
+    return one, (
+        "storage: the gateway runs one replica, because its ledger (SQLite, in the pod's "
+        "emptyDir: lost when the pod goes) or its counters (memory) cannot be shared; set "
+        "storage.ledger: postgresql://... and storage.counters: redis://... (passwords as "
+        "${VAR}) to run several"
+    )
 
 
 def _with_spec_drain(spec: Spec, settings: RenderSettings) -> RenderSettings:

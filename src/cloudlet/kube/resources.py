@@ -46,6 +46,7 @@ KINDS: Mapping[tuple[str, str], Kind] = MappingProxyType(
             ("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", True),
             ("apps/v1", "Deployment", "deployments", True),
             ("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", True),
+            ("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", True),
             ("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", True),
             ("discovery.k8s.io/v1", "EndpointSlice", "endpointslices", True),
             ("keda.sh/v1alpha1", "ScaledObject", "scaledobjects", True),

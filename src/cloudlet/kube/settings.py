@@ -43,6 +43,8 @@ class EngineSettings:
     vllm_image: str = DEFAULT_VLLM_IMAGE
     image_pull_policy: str = "IfNotPresent"
     drain: DrainSettings = field(default_factory=DrainSettings)
+    #: Secret whose ``CLOUDLET_WORKER_TOKEN`` key the engine pods and the gateway share.
+    secret_name: str = "cloudlet-secrets"  # noqa: S105 - a Secret's name
 
 
 @dataclass(frozen=True)

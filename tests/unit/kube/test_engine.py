@@ -59,7 +59,10 @@ def test_a_llamacpp_model_runs_the_cloudlet_image_serving_just_it() -> None:
     pod = deployment["spec"]["template"]
     container = pod["spec"]["containers"][0]
     assert container["image"] == "reg/cloudlet:1"
-    assert container["args"][:3] == ["serve", "--config", "/etc/cloudlet/cloudlet.yaml"]
+    # The worker `cloudlet serve` supervises on one machine, answering only the gateway's token.
+    assert container["args"][:3] == ["worker", "--config", "/etc/cloudlet/cloudlet.yaml"]
+    token = {"secretKeyRef": {"name": "cloudlet-secrets", "key": "CLOUDLET_WORKER_TOKEN"}}
+    assert container["env"] == [{"name": "CLOUDLET_WORKER_TOKEN", "valueFrom": token}]
     one = Spec.model_validate(yaml.safe_load(pod["metadata"]["annotations"][SPEC_ANNOTATION]))
     assert [(m.name, m.parallel) for m in one.models] == [("smollm2", 4)]
     assert one.server.host == "0.0.0.0"

@@ -126,6 +126,46 @@ def test_pods_follow_the_conventions(tmp_path: Path) -> None:
     assert "minAvailable" not in pdb["spec"]
 
 
+def test_engine_pods_answer_the_gateway_only(tmp_path: Path) -> None:
+    manifests = _render(tmp_path)
+    gateway = next(
+        m for m in manifests if m["kind"] == "Deployment" and m["metadata"]["name"] == "cloudlet"
+    )
+    env = gateway["spec"]["template"]["spec"]["containers"][0]["env"]
+    token = next(e for e in env if e["name"] == "CLOUDLET_WORKER_TOKEN")
+    assert token["valueFrom"]["secretKeyRef"]["key"] == "CLOUDLET_WORKER_TOKEN"
+    policy = next(m for m in manifests if m["kind"] == "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "engine"
+    (rule,) = policy["spec"]["ingress"]
+    allowed = rule["from"][0]["podSelector"]["matchLabels"]
+    assert allowed == gateway["spec"]["selector"]["matchLabels"]
+
+
+def test_a_gateway_without_shared_storage_runs_one_replica_and_says_why(tmp_path: Path) -> None:
+    rendered = render(load_spec(_spec(tmp_path, SPEC), environ={}), RenderSettings())
+    hpa = next(m for m in rendered.manifests if m["kind"] == "HorizontalPodAutoscaler")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 1)
+    assert any("the gateway runs one replica" in w for w in rendered.warnings)
+    shared = SPEC + "storage:\n  ledger: postgresql://c@db/c\n  counters: redis://r:6379/0\n"
+    rendered = render(load_spec(_spec(tmp_path, shared), environ={}), RenderSettings())
+    hpa = next(m for m in rendered.manifests if m["kind"] == "HorizontalPodAutoscaler")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 10)
+    assert not any("one replica" in w for w in rendered.warnings)
+    gateway = next(
+        m
+        for m in rendered.manifests
+        if m["kind"] == "Deployment" and m["metadata"]["name"] == "cloudlet"
+    )
+    env = {e["name"] for e in gateway["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert {"CLOUDLET_ADMIN_KEY", "CLOUDLET_WORKER_TOKEN"} <= env
+
+
+def _spec(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cloudlet.yaml"
+    path.write_text(text)
+    return path
+
+
 def test_rbac_is_namespaced_and_narrow(tmp_path: Path) -> None:
     manifests = _render(tmp_path)
     assert not any(m["kind"].startswith("Cluster") for m in manifests)

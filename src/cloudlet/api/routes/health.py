@@ -27,5 +27,12 @@ async def ready(gateway: GatewayDep, request: Request) -> JSONResponse:
 
 
 @router.get("/stats", summary="Per-model engine statistics (queue depth, running, tokens/s)")
-async def stats(gateway: GatewayDep) -> dict[str, dict[str, float | int]]:
-    return {name: dataclasses.asdict(s) for name, s in gateway.stats().items()}
+async def stats(gateway: GatewayDep) -> dict[str, dict[str, object]]:
+    """Each model's engine statistics; a local model's also say how its worker process is
+    (``worker``: state, restarts, safe mode, pid, how the last one ended)."""
+    out: dict[str, dict[str, object]] = {
+        name: dataclasses.asdict(s) for name, s in gateway.stats().items()
+    }
+    for name, state in gateway.workers().items():
+        out[name]["worker"] = dataclasses.asdict(state)
+    return out
