@@ -26,6 +26,7 @@ from redis import Redis
 from tests.conftest import Server, start_server, stop_server
 from tests.fakes_upstream import FakeUpstream
 from tests.unit.counters.backends import REDIS
+from tests.unit.ledger.stores import drop_ledger, new_ledger_url
 
 pytestmark = pytest.mark.slow
 
@@ -60,8 +61,11 @@ def local() -> Iterator[FakeUpstream]:
     up.stop()
 
 
-def config(cloud: FakeUpstream, local: FakeUpstream, routes: str = "", counters: str = "") -> str:
-    storage = f"storage: {{counters: {counters}}}\n" if counters else ""
+def config(
+    cloud: FakeUpstream, local: FakeUpstream, routes: str = "", counters: str = "", ledger: str = ""
+) -> str:
+    parts = [f"counters: '{counters}'"] * bool(counters) + [f"ledger: '{ledger}'"] * bool(ledger)
+    storage = f"storage: {{{', '.join(parts)}}}\n" if parts else ""
     return f"""{storage}models:
   - name: cloud
     engine: openai
@@ -123,16 +127,37 @@ def spent(rows: list[dict[str, str]], **match: str) -> Decimal:
     )
 
 
+@pytest.mark.parametrize(("database", "counters"), [("sqlite", "memory"), ("postgresql", "redis")])
 def test_a_key_budget_holds_at_the_edge_across_a_restart(
-    tmp_path: Path, cloud: FakeUpstream, local: FakeUpstream
+    tmp_path: Path, cloud: FakeUpstream, local: FakeUpstream, database: str, counters: str
 ) -> None:
     budget = Decimal("0.0005")  # about seven requests' worth
     env = {"CLOUDLET_ADMIN_KEY": ADMIN}
-    server = start_server(tmp_path, config(cloud, local), env)
+    ledger = new_ledger_url(database, tmp_path) if database == "postgresql" else ""
+    spec = config(cloud, local, counters=REDIS if counters == "redis" else "", ledger=ledger)
+    key_ids: list[str] = []
+    try:
+        _key_budget_round_trip(tmp_path, spec, env, budget, key_ids)
+    finally:
+        if ledger:
+            asyncio.run(drop_ledger(ledger))
+        if counters == "redis":
+            client = Redis.from_url(REDIS)
+            for key_id in key_ids:
+                for found in client.scan_iter(match=f"cloudlet:{{{key_id}}}:*"):
+                    client.delete(found)
+            client.close()
+
+
+def _key_budget_round_trip(
+    tmp_path: Path, spec: str, env: dict[str, str], budget: Decimal, key_ids: list[str]
+) -> None:
+    server = start_server(tmp_path, spec, env)
     try:
         created = admin(server, "POST", "/admin/keys", json={"team": "t", "budget": str(budget)})
         assert created.status_code == 201, created.text
         key = created.json()["key"]
+        key_ids.append(created.json()["id"])
         first = asyncio.run(burst(server, key, ["cloud"], 50))
         ok = sum(r.status_code == 200 for r in first)
         assert ok >= 1 and all(r.status_code in (200, 429) for r in first)
@@ -142,7 +167,7 @@ def test_a_key_budget_holds_at_the_edge_across_a_restart(
         settled(server, ok)
     finally:
         stop_server(server)
-    server = start_server(tmp_path, config(cloud, local), env)  # same data dir, same ledger
+    server = start_server(tmp_path, spec, env)  # same ledger
     try:
         second = asyncio.run(burst(server, key, ["cloud"], 50))
         ok += sum(r.status_code == 200 for r in second)
