@@ -9,8 +9,10 @@ Three kinds of price meet here:
 
 * a cloud target's **list price** (``price: {input_per_mtok, output_per_mtok}`` in the spec);
 * a local model's **hardware price**: ``cost: {hardware_per_hour}`` divided by the engine's
-  measured throughput. A busy hour then costs exactly ``hardware_per_hour``; idle time is not
-  charged to anyone (it is the operator's, not a tenant's);
+  measured rates, prompt tokens by its prefill rate and generated ones by its decode rate,
+  each at the engine's capacity (:class:`Capacity`). A busy hour then costs exactly
+  ``hardware_per_hour``; idle time is not charged to anyone (it is the operator's, not a
+  tenant's), and the same request costs the same at idle and under load;
 * the **cloud-equivalent**: what the same tokens would have cost at a reference cloud price,
   so that a report can say what running locally saved. The default reference,
   :data:`DEFAULT_REFERENCE`, is an assumption, not a quote: 8B-class open models on hosted

@@ -21,9 +21,10 @@ from cloudlet.config import Spec
 from cloudlet.counters.factory import open_counters, open_route_budgets
 from cloudlet.engines.base import Engine
 from cloudlet.gateway import Gateway
-from cloudlet.gateway.accounting import Accounting, Prices
+from cloudlet.gateway.accounting import Accounting
 from cloudlet.gateway.catalog import Catalog
 from cloudlet.gateway.pipeline import Pipeline
+from cloudlet.gateway.prices import Prices
 from cloudlet.gateway.tenancy import Tenancy
 from cloudlet.ledger.store import Ledger
 

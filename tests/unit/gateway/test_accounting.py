@@ -20,9 +20,10 @@ from cloudlet.counters.memory import MemoryCounters
 from cloudlet.domain import ChatMessage, EngineStats, GenerationRequest, TextDelta
 from cloudlet.errors import EngineUnavailable
 from cloudlet.gateway import Gateway
-from cloudlet.gateway.accounting import STATS_TTL_S, Accounting, Prices, new_request_id
+from cloudlet.gateway.accounting import Accounting, new_request_id
 from cloudlet.gateway.catalog import Catalog
 from cloudlet.gateway.pipeline import Pipeline
+from cloudlet.gateway.prices import STATS_TTL_S, Prices
 from cloudlet.gateway.tenancy import Tenancy
 from cloudlet.ledger.store import Ledger
 from cloudlet.ledger.tables import usage

@@ -17,7 +17,7 @@ import yaml
 from cloudlet.config import Spec
 from cloudlet.domain import EngineStats
 from cloudlet.engines.rates import RateMeter
-from cloudlet.gateway.accounting import STATS_TTL_S, Prices
+from cloudlet.gateway.prices import STATS_TTL_S, Prices
 from cloudlet.pricing import (
     FALLBACK_PROMPT_TOKENS_PER_SECOND,
     FALLBACK_TOKENS_PER_SECOND,
