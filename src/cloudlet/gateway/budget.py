@@ -8,8 +8,10 @@ tokens plus ``max_tokens``, and usage above that bound is charged at the bound),
 case overspend is zero.
 
 A route's budget caps what its ``cloud: true`` targets cost, however a request reaches them:
-through this route, another route, or by the cloud model's own name. Every cloud call holds
-its worst case on every budget that covers its target (a :class:`Hold`), all or nothing.
+a call through the route is charged to its budget; a call that names the cloud model itself
+(or comes through a route without a budget) is charged to every budget that covers the model
+(a :class:`Hold` on each, all or nothing), so that no budget can be bypassed by naming the
+model. Two budgeted routes over one cloud model each count their own calls.
 
 A period's spend is seeded, the first time the store sees it, from what the ledger says these
 targets cost since the period began: a restart does not forget the day. The in-memory store
@@ -30,8 +32,9 @@ from cloudlet.errors import BudgetExhausted
 from cloudlet.gateway.pricing import Money
 from cloudlet.gateway.settling import SettleRetries
 
-#: What the targets in ``targets`` cost since ``since`` in ``currency``, from the ledger.
-RouteSeed = Callable[[Sequence[str], dt.datetime, str], Awaitable[Decimal]]
+#: What the targets in ``targets`` cost since ``since`` in ``currency``, from the ledger, except
+#: what was sent through the routes named last (they have budgets of their own).
+RouteSeed = Callable[[Sequence[str], dt.datetime, str, Sequence[str]], Awaitable[Decimal]]
 #: What a period already spent, read once when a store first sees the period.
 Seed = Callable[[], Awaitable[Decimal]]
 
@@ -101,6 +104,7 @@ class CloudBudget:
         self.route = route
         self.spec = spec
         self.targets = tuple(targets)
+        self.other_routes: tuple[str, ...] = ()  # budgeted routes whose calls are not ours
         self._store = store
         self._clock = clock
         self._retries = retries
@@ -130,10 +134,10 @@ class CloudBudget:
         start = now.replace(hour=0, minute=0, second=0, microsecond=0)
         if self.spec.period == "month":
             start = start.replace(day=1)
-        targets, currency = self.targets, self.spec.currency
+        targets, currency, others = self.targets, self.spec.currency, self.other_routes
 
         async def seed() -> Decimal:
-            return await read(targets, start, currency)
+            return await read(targets, start, currency, others)
 
         return seed
 

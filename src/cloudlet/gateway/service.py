@@ -90,8 +90,9 @@ class Gateway:
             missing = [t.model for t in route.targets if t.model not in self._targets]
             if missing:
                 raise ValueError(f"route {route.name!r} names models without engines: {missing}")
-        # Every cloud target is charged to every budget that covers it, whichever name a
-        # request used to reach it: a budget cannot be bypassed by naming the cloud model.
+        # A call through a budgeted route is charged to that route's budget; a call that names
+        # the cloud model (or comes through a route without a budget) to every budget that
+        # covers it: no budget can be bypassed by naming the cloud model.
         own: dict[str, CloudBudget] = {}
         budgets_of: dict[str, list[CloudBudget]] = {}
         for route in routes:
@@ -105,6 +106,8 @@ class Gateway:
             for name in covered:
                 budgets_of.setdefault(name, []).append(budget)
         self._budgets = list(own.values())
+        for budget in self._budgets:
+            budget.other_routes = tuple(name for name in own if name != budget.route)
         self._routes = {
             name: RouteRunner(
                 RouteSpec.model_construct(name=name, targets=[TargetSpec(model=name)]),
@@ -118,9 +121,9 @@ class Gateway:
         self._route_names: list[str] = []
         for route in routes:
             targets = [self._targets[t.model] for t in route.targets]
-            self._routes[route.name] = RouteRunner(
-                route, targets, own.get(route.name), self._env, budgets_of
-            )
+            ours = own.get(route.name)
+            mine = {name: [ours] for name in ours.targets} if ours is not None else budgets_of
+            self._routes[route.name] = RouteRunner(route, targets, ours, self._env, mine)
             self._route_names.append(route.name)
         # Checks pace themselves on real time; tests run rounds with check_health().
         self._health = HealthChecker(list(self._targets.values()), asyncio.sleep)

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal, TextIO
 
-from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy import ColumnElement, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cloudlet.ledger.tables import usage
@@ -187,15 +187,24 @@ async def spent_since(engine: AsyncEngine, key_id: str, since: datetime, currenc
 
 
 async def spent_on(
-    engine: AsyncEngine, targets: Sequence[str], since: datetime, currency: str
+    engine: AsyncEngine,
+    targets: Sequence[str],
+    since: datetime,
+    currency: str,
+    exclude_routes: Sequence[str] = (),
 ) -> Decimal:
-    """What requests that ran on ``targets`` cost since ``since`` in ``currency``, whoever
-    sent them: a route's cloud budget's seed."""
+    """What requests that ran on ``targets`` cost since ``since`` in ``currency``, except those
+    sent through ``exclude_routes`` (routes with budgets of their own): a route's cloud
+    budget's seed."""
     if not targets:
         return Decimal(0)
     query = select(func.sum(usage.c.cost_nanos)).where(
         usage.c.target.in_(list(targets)), usage.c.ts >= since, usage.c.currency == currency
     )
+    if exclude_routes:
+        query = query.where(
+            or_(usage.c.route.is_(None), usage.c.route.not_in(list(exclude_routes)))
+        )
     async with engine.connect() as conn:
         total = (await conn.execute(query)).scalar()
     return Money.from_nanos(_nanos(total), currency).amount

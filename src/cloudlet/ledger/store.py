@@ -79,9 +79,15 @@ class Ledger:
         """A :data:`~cloudlet.counters.BudgetSeed`: pass ``ledger.spent_since`` to the counters."""
         return await reports.spent_since(self.engine, key_id, since, currency)
 
-    async def spent_on(self, targets: Sequence[str], since: datetime, currency: str) -> Decimal:
+    async def spent_on(
+        self,
+        targets: Sequence[str],
+        since: datetime,
+        currency: str,
+        exclude_routes: Sequence[str] = (),
+    ) -> Decimal:
         """A route budget's seed: pass ``ledger.spent_on`` to ``Gateway.seed_budgets``."""
-        return await reports.spent_on(self.engine, targets, since, currency)
+        return await reports.spent_on(self.engine, targets, since, currency, exclude_routes)
 
     async def close(self) -> None:
         try:

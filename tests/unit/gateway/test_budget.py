@@ -97,7 +97,9 @@ async def test_a_new_period_starts_from_what_the_ledger_says_it_spent() -> None:
     b.targets = ("cloud",)
     reads: list[tuple[tuple[str, ...], str, str]] = []
 
-    async def seed(targets: Sequence[str], since: datetime, currency: str) -> Decimal:
+    async def seed(
+        targets: Sequence[str], since: datetime, currency: str, others: Sequence[str]
+    ) -> Decimal:
         reads.append((tuple(targets), since.isoformat(), currency))
         return Decimal("0.70")  # spent before a restart
 

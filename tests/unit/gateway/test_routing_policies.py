@@ -231,3 +231,30 @@ async def test_local_first_means_local_wherever_the_cloud_is_listed() -> None:
     engines["local"].wait_s = 9.0
     generation = await gw.generate(ask("chat"))
     assert (generation.target, generation.spilled) == ("cloud", True)
+
+
+async def test_a_route_counts_its_calls_and_a_call_by_the_models_name_counts_in_every_budget() -> (
+    None
+):
+    clock = FakeClock()
+    engines = {"local": ScriptedEngine("local"), "cloud": ScriptedEngine("cloud")}
+    budget = {"per_day": str(LIMIT), "currency": "USD", "when_spent": "reject"}
+    routes = [
+        {"name": name, "targets": ["cloud", "local"], "policy": "fallback", "cloud_budget": budget}
+        for name in ("a", "b")
+    ]
+    gw = gateway(engines, [local("local"), cloud("cloud")], routes, clock)
+    await gw.start()
+    await drain((await gw.generate(ask("a"))).events)  # costs 5, charged to a only
+    assert (await gw.budget_spent("a"), await gw.budget_spent("b")) == (usd(5), usd(0))
+    await drain((await gw.generate(ask("cloud"))).events)  # by name: to every budget
+    assert (await gw.budget_spent("a"), await gw.budget_spent("b")) == (usd(10), usd(5))
+    with pytest.raises(BudgetExhausted):  # a is spent: naming the model does not get around it
+        await gw.generate(ask("cloud"))
+    generation = await gw.generate(ask("b"))  # b still has room for its own calls
+    assert generation.target == "cloud"
+    await drain(generation.events)
+
+
+def usd(amount: int) -> Money:
+    return Money(Decimal(amount), "USD")

@@ -25,6 +25,7 @@ def row(
     prompt: int = 10,
     completion: int = 5,
     cloud: bool = False,
+    route: str | None = None,
 ) -> UsageRow:
     """A row; a cloud row's cloud-equivalent is its cost, a local one's three times it."""
     return UsageRow(
@@ -33,7 +34,7 @@ def row(
         key_id=key_id,
         team=team,
         model=model,
-        route=None,
+        route=route,
         target=target,
         spilled=False,
         prompt_tokens=prompt,
