@@ -209,6 +209,14 @@ class Accounting:
                 # released and the cost counted then, never left until the period ends.
                 await self._retries.run(f"request {admission.request_id}", attempt)
 
+    async def rejected(
+        self, tenant: Tenant, *, model: str, route: str | None, exc: CloudletError
+    ) -> None:
+        """A request refused before anything was reserved (a ``max_tokens`` beyond the
+        model's context): its ledger row, at cost 0, with the reason."""
+        admission = Admission(tenant, model, route, 0, None, {})
+        await self.failed(admission, exc)
+
     async def failed(self, admission: Admission, exc: BaseException) -> None:
         """The request failed before any stream existed: release, and record the failure."""
         code = exc.code if isinstance(exc, CloudletError) else type(exc).__name__

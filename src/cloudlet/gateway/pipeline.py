@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from cloudlet.domain import GenerationRequest, ModelId
 from cloudlet.engines.openai_wire import estimate_tokens
-from cloudlet.errors import ModelNotPermittedForKey
+from cloudlet.errors import CloudletError, ModelNotPermittedForKey
 from cloudlet.gateway.accounting import Accounted, Accounting
 from cloudlet.gateway.catalog import Catalog
 from cloudlet.gateway.pricing import embedding_bound
@@ -58,8 +58,12 @@ class Pipeline:
         targets = self._admit_model(tenant, request.model)
         if self.accounting is None:
             return await self.gateway.generate(request)
-        request = self.gateway.bounded(request)  # before any money arithmetic
         route = request.model if self.gateway.is_route(request.model) else None
+        try:
+            request = self.gateway.bounded(request)  # before any money arithmetic
+        except CloudletError as exc:
+            await self.accounting.rejected(tenant, model=request.model, route=route, exc=exc)
+            raise
         max_tokens = request.max_tokens or self.gateway.max_tokens_default(request.model)
         admission = await self.accounting.admit(
             tenant,

@@ -4,6 +4,9 @@ names the field (admin API) or a spec error naming it, never a 500 from deeper d
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -94,6 +97,16 @@ def test_huge_max_tokens_is_400_before_any_money_arithmetic(client: TestClient) 
         assert r.status_code == 400, r.text
         assert r.json()["error"]["param"] == "max_tokens"
         assert r.json()["error"]["code"] == "context_length_exceeded"
+    rows = []
+    for _ in range(50):  # the ledger writes in batches
+        csv_text = client.get("/admin/usage", params={"format": "csv"}, headers=AUTH).text
+        rows = list(csv.DictReader(io.StringIO(csv_text)))
+        if len(rows) >= 2:
+            break
+        time.sleep(0.1)
+    assert [(r["status"], r["error"], r["cost"]) for r in rows] == [
+        ("error", "context_length_exceeded", "0")
+    ] * 2  # each refusal has its ledger row, at no cost
     ok = client.post(
         "/v1/chat/completions",
         json=chat_body(max_tokens=16),
