@@ -7,9 +7,11 @@ translated at the boundary with ``raise ... from``.
 
     CloudletError                      500 server_error
     ├── SpecError                      (start-up only: a bad spec file; exit code 2)
+    ├── UnprotectedServer              (start-up only: reachable, no way to authenticate; exit 5)
     ├── InvalidRequest                 400 invalid_request_error
     │   ├── ContextLengthExceeded      400 invalid_request_error / context_length_exceeded
-    │   └── PayloadTooLarge            413 invalid_request_error / payload_too_large
+    │   ├── PayloadTooLarge            413 invalid_request_error / payload_too_large
+    │   └── LedgerOff                  400 invalid_request_error / ledger_off (admin API)
     ├── ModelNotFound                  404 invalid_request_error / model_not_found
     ├── KeyNotFound                    404 invalid_request_error / key_not_found (admin API)
     ├── WrongModelKind                 400 invalid_request_error / model_not_supported
@@ -21,6 +23,8 @@ translated at the boundary with ``raise ... from``.
     ├── RateLimited                    429 rate_limit_error / rate_limit_exceeded (Retry-After)
     ├── BudgetExceeded                 429 insufficient_quota / budget_exceeded (Retry-After)
     ├── BudgetExhausted                429 insufficient_quota / cloud_budget_exhausted (Retry-After)
+    ├── StorageUnavailable             503 server_error / storage_unavailable (Retry-After;
+    │                                  at start-up: the ledger is unreachable, exit code 4)
     └── EngineError                    500 server_error
         ├── EngineOverloaded           503 server_error / engine_overloaded  (Retry-After)
         ├── EngineUnavailable          503 server_error / engine_unavailable (Retry-After)
@@ -70,6 +74,23 @@ class SpecError(CloudletError):
         self.problems = problems
 
 
+class UnprotectedServer(CloudletError):
+    """Start-up only: the server would listen beyond loopback with no way to authenticate
+    (neither ``CLOUDLET_ADMIN_KEY`` nor an active API key)."""
+
+
+class StorageUnavailable(CloudletError):
+    """The ledger or the counters (limits, budgets) cannot be reached, or did not answer in
+    time. Per request a 503 with ``Retry-After``; at start-up (the ledger) it stops the server.
+    Messages name the store without its password."""
+
+    status = 503
+    code = "storage_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message, retry_after=retry_after)
+
+
 class InvalidRequest(CloudletError):
     status = 400
     type = "invalid_request_error"
@@ -82,6 +103,12 @@ class ContextLengthExceeded(InvalidRequest):
 class PayloadTooLarge(InvalidRequest):
     status = 413
     code = "payload_too_large"
+
+
+class LedgerOff(InvalidRequest):
+    """The admin API's keys and usage need a ledger, and ``storage.ledger`` is ``off``."""
+
+    code = "ledger_off"
 
 
 class ModelNotFound(CloudletError):

@@ -8,8 +8,11 @@ usage both record is one ledger, seen alike from either.
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import secrets
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,11 +83,13 @@ def test_a_key_and_its_limit_are_shared_by_two_gateways(
     b = start_server(tmp_path / "b", spec, env)
     admin = {"Authorization": f"Bearer {ADMIN}"}
 
-    def ok_rows(server: Server) -> int:
-        usage = httpx.get(
-            server.base_url + "/admin/usage", params={"by": "team"}, headers=admin
-        ).json()
-        return sum(int(row["requests"]) for row in usage["data"] if row["team"] == "shared")
+    def rows(server: Server) -> dict[str, int]:
+        """The team's ledger rows by status."""
+        text = httpx.get(
+            server.base_url + "/admin/usage", params={"format": "csv"}, headers=admin
+        ).text
+        found = [r["status"] for r in csv.DictReader(io.StringIO(text)) if r["team"] == "shared"]
+        return dict(Counter(found))
 
     try:
         created = httpx.post(
@@ -97,12 +102,13 @@ def test_a_key_and_its_limit_are_shared_by_two_gateways(
         assert sorted(statuses) == [200] * RPM + [429] * RPM
         assert len(upstream.calls()) == RPM  # refused requests never reached the upstream
 
-        # Each gateway writes its rows in batches (at most 200 ms behind): wait for all four.
+        # Each gateway writes its rows in batches (at most 200 ms behind): wait for all eight.
         deadline = time.monotonic() + 30
-        while ok_rows(a) < RPM and time.monotonic() < deadline:
+        while sum(rows(a).values()) < 2 * RPM and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert ok_rows(a) == RPM  # refused requests are not usage
-        assert ok_rows(b) == RPM  # one ledger, whichever gateway is asked
+        # Refused requests are rows too, of cost 0: every request of a known key has one.
+        assert rows(a) == {"ok": RPM, "refused": RPM}
+        assert rows(b) == rows(a)  # one ledger, whichever gateway is asked
     finally:
         stop_server(a)
         stop_server(b)

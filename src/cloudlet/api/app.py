@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Protocol
 
 from fastapi import FastAPI
 
@@ -13,11 +14,13 @@ from cloudlet import __version__
 from cloudlet.api.drain import DrainGuard, DrainState
 from cloudlet.api.errors import install_error_handlers
 from cloudlet.api.limits import BodyLimit
-from cloudlet.api.metrics import make_registry
+from cloudlet.api.metrics import AuthFailures, make_registry
 from cloudlet.api.metrics import router as metrics_router
 from cloudlet.api.routes import admin, chat, completions, embeddings, health, models
 from cloudlet.api.schemas import ErrorResponse
 from cloudlet.config import Spec
+from cloudlet.config.storage import StorageSpec, mask_url
+from cloudlet.counters.base import Counters
 from cloudlet.counters.factory import open_counters, open_route_budgets
 from cloudlet.engines.base import Engine
 from cloudlet.gateway import Gateway
@@ -29,6 +32,12 @@ from cloudlet.gateway.tenancy import Tenancy
 from cloudlet.ledger.store import Ledger
 
 log = logging.getLogger(__name__)
+
+
+class Store(Protocol):
+    """A store requests depend on (counters, route budgets); ``/ready`` asks each."""
+
+    async def ready(self) -> bool: ...
 
 
 def create_app(
@@ -45,12 +54,17 @@ def create_app(
     ``engines`` replaces the engines the spec would build (tests pass fakes); ``catalog`` the
     transparency cards (built from the spec when not given). With ``accounts`` the lifespan opens
     the spec's storage (keys, usage ledger, counters) and every request is authenticated,
-    limited, priced and recorded; ``admin_key`` is ``CLOUDLET_ADMIN_KEY``. Models load in the
+    limited, priced and recorded; ``admin_key`` is ``CLOUDLET_ADMIN_KEY``, accepted in every
+    mode (see :mod:`cloudlet.gateway.tenancy`: auth fails closed; the lifespan refuses to
+    start a server reachable from the network with no way to authenticate). Without
+    ``accounts`` nothing is authenticated here: only for a caller that guards the door itself
+    (the engine worker, behind its token or a private socket) and for tests. Models load in the
     background once the server is up, so ``/health`` answers at once and ``/ready`` turns 200
     when every model is loaded (a Kubernetes startup probe waits on it). ``companions`` run
     alongside the server, entered once the models have started loading (the in-cluster
     gateway's pod discovery is one).
     """
+    storage = spec.storage.resolved()  # ${VAR}s in storage URLs, read once, here
     if engines is None:
         from cloudlet.engines.factory import build_engines
 
@@ -58,10 +72,13 @@ def create_app(
     # Routes' cloud budgets are shared through Redis when the counters are (one budget for
     # every gateway replica); otherwise each process keeps its own.
     budgeted = any(route.cloud_budget is not None for route in spec.routes)
-    route_budgets = open_route_budgets(spec.storage.counters) if budgeted else None
+    route_budgets = open_route_budgets(storage.counters) if budgeted else None
     gateway = Gateway(engines, spec, budget_store=route_budgets)
-    with_accounts = accounts and spec.storage.ledger != "off"
+    with_accounts = accounts and storage.ledger != "off"
     pipeline = Pipeline(gateway, catalog if catalog is not None else Catalog.from_spec(spec))
+    if accounts:  # authentication holds with or without a ledger (the admin key works)
+        pipeline.tenancy = Tenancy(None, loopback=spec.server.is_loopback, admin_key=admin_key)
+    stores: list[Store] = [route_budgets] if route_budgets is not None else []
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -69,7 +86,12 @@ def create_app(
             if route_budgets is not None:
                 stack.push_async_callback(route_budgets.close)
             if with_accounts:
-                app.state.ledger = await _open_accounts(spec, pipeline, admin_key, stack)
+                app.state.ledger, counters = await _open_accounts(
+                    spec, storage, pipeline, admin_key, stack
+                )
+                stores.append(counters)
+            if pipeline.tenancy is not None:
+                await pipeline.tenancy.check_start()  # fails closed: never serve unprotected
             loading = asyncio.create_task(gateway.start(), name="load-models")
             try:
                 for companion in companions:
@@ -93,11 +115,14 @@ def create_app(
     app.state.spec = spec
     app.state.catalog = pipeline.catalog
     app.state.drain = drain
+    app.state.stores = stores
+    app.state.ledger = None
     app.state.metrics = make_registry(gateway, drain)
+    app.state.auth_failures = AuthFailures(app.state.metrics)
     install_error_handlers(app)
     for module in (models, chat, completions, embeddings, health):
         app.include_router(module.router)
-    if with_accounts:
+    if accounts:
         app.include_router(admin.router)
     app.include_router(metrics_router)
     app.add_middleware(BodyLimit, max_bytes=spec.server.max_body_bytes)
@@ -107,14 +132,18 @@ def create_app(
 
 
 async def _open_accounts(
-    spec: Spec, pipeline: Pipeline, admin_key: str | None, stack: contextlib.AsyncExitStack
-) -> Ledger:
+    spec: Spec,
+    storage: StorageSpec,
+    pipeline: Pipeline,
+    admin_key: str | None,
+    stack: contextlib.AsyncExitStack,
+) -> tuple[Ledger, Counters]:
     """Open keys, ledger and counters; plug tenancy and accounting into the pipeline."""
-    ledger = await Ledger.open(spec.storage, admin_key=admin_key)
+    ledger = await Ledger.open(storage, admin_key=admin_key)
     stack.push_async_callback(ledger.close)
-    counters = open_counters(spec.storage.counters, seed=ledger.spent_since)
+    counters = open_counters(storage.counters, seed=ledger.spent_since)
     stack.push_async_callback(counters.close)
-    pipeline.tenancy = Tenancy(ledger.keys, loopback=spec.server.is_loopback)
+    pipeline.tenancy = Tenancy(ledger.keys, loopback=spec.server.is_loopback, admin_key=admin_key)
     accounting = Accounting(
         counters,
         ledger.writer,
@@ -125,8 +154,8 @@ async def _open_accounts(
     pipeline.accounting = accounting
     # Route budgets start each period from what the ledger says it spent: restarts remember.
     pipeline.gateway.seed_budgets(ledger.spent_on)
-    log.info("ledger: %s; counters: %s", ledger.display_url, spec.storage.counters or "memory")
-    return ledger
+    log.info("ledger: %s; counters: %s", mask_url(ledger.url), mask_url(storage.counters))
+    return ledger, counters
 
 
 def _document_errors(app: FastAPI) -> None:

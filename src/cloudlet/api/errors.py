@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cloudlet.errors import CloudletError
+from cloudlet.errors import AuthenticationError, CloudletError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,10 @@ def error_response(exc: CloudletError) -> JSONResponse:
 
 async def _cloudlet_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CloudletError)
+    if isinstance(exc, AuthenticationError):
+        failures = getattr(request.app.state, "auth_failures", None)
+        if failures is not None:
+            failures.record(request)
     return error_response(exc)
 
 
@@ -119,6 +123,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (403, "The key may not use this model, or the policy refuses it"),
         (404, "Unknown model"),
         (413, "Request body too large"),
-        (503, "Engine overloaded or not ready; see Retry-After"),
+        (503, "Engine overloaded or not ready, or the counters store is down; see Retry-After"),
     ]
 }

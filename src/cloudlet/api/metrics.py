@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -86,6 +86,23 @@ class _EngineCollector(Collector):
             "1 while the server drains before exit",
             value=float(self._drain.draining),
         )
+
+
+class AuthFailures:
+    """``cloudlet_auth_failures_total{reason}``: requests refused with 401. They name no known
+    tenant, so they get no ledger row; this counter is where they are seen."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._counter = Counter(
+            "cloudlet_auth_failures",
+            "Requests refused with 401 (no API key, or an unknown or revoked one)",
+            ["reason"],
+            registry=registry,
+        )
+
+    def record(self, request: Request) -> None:
+        sent = "authorization" in request.headers or "x-api-key" in request.headers
+        self._counter.labels("invalid_key" if sent else "missing_key").inc()
 
 
 def make_registry(gateway: Gateway, drain: DrainState) -> CollectorRegistry:

@@ -32,7 +32,8 @@ def console(stderr: bool = False) -> Console:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True)
+    # soft_wrap: one line whatever the terminal width (logs and scripts grep for it)
+    console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 

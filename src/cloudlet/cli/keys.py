@@ -31,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from cloudlet.cli.common import ConfigOption, console, fail, spec_or_exit
 from cloudlet.config.storage import StorageSpec
 from cloudlet.counters.base import Period
+from cloudlet.errors import SpecError, StorageUnavailable
 from cloudlet.ledger.keys import KeyRecord
 from cloudlet.ledger.store import Ledger
 from cloudlet.pricing import Money, parse_amount
@@ -93,6 +94,11 @@ def with_ledger(storage: StorageSpec, work: Callable[[Ledger], Awaitable[T]]) ->
 
     try:
         return asyncio.run(run())
+    except SpecError as exc:  # an unset ${VAR} in the ledger URL
+        field, why = exc.problems[0]
+        fail(f"{field}: {why}", 2)
+    except StorageUnavailable as exc:  # names the database, never its password
+        fail(exc.message)
     except (OSError, ValueError) as exc:
         fail(f"cannot use the ledger: {exc}")
     except SQLAlchemyError as exc:  # the driver's message names the problem, not the password

@@ -26,6 +26,7 @@ from cloudlet.cli.common import (
     setup_logging,
     spec_or_exit,
 )
+from cloudlet.cli.preflight import preflight
 from cloudlet.cli.server import DrainingServer
 from cloudlet.config import Spec
 from cloudlet.engines.base import Engine
@@ -67,7 +68,13 @@ def serve(
         ),
     ] = 120.0,
 ) -> None:
-    """Serve the spec's models behind an OpenAI-compatible API."""
+    """Serve the spec's models behind an OpenAI-compatible API.
+
+    Exit codes: 1 other failures (e.g. the port is taken); 2 bad spec, or an unset ${VAR} in a
+    storage URL; 3 the openness policy refuses a model; 4 the ledger's database cannot be
+    reached; 5 reachable from the network (--host not loopback) with no way to authenticate
+    (set CLOUDLET_ADMIN_KEY or create a key with `cloudlet keys create`).
+    """
     spec = spec_or_exit(
         config,
         {"server.host": host, "server.port": port, "server.log_level": log_level},
@@ -81,6 +88,8 @@ def serve(
             fail(f"model {model.name!r}: {exc.message}", EXIT_BAD_SPEC)
     setup_logging(spec.server.log_level, spec.server.engine_log_level)
     catalog = _checked_catalog(spec)
+    admin_key = os.environ.get("CLOUDLET_ADMIN_KEY") or None
+    preflight(spec, admin_key)  # storage reachable, ${VAR}s set, auth fails closed (exit 2/4/5)
 
     from cloudlet.api import create_app
 
@@ -89,7 +98,7 @@ def serve(
         spec,
         engines,
         catalog=catalog,
-        admin_key=os.environ.get("CLOUDLET_ADMIN_KEY") or None,
+        admin_key=admin_key,
         companions=companions,
     )
     server = _BannerServer(
@@ -112,7 +121,10 @@ def serve(
             else None
         ),
     )
-    server.run()
+    try:
+        server.run()
+    except SystemExit:  # uvicorn's exit 3 (cannot bind, app start failed) is our policy code
+        raise typer.Exit(1) from None
     if not server.started:
         raise typer.Exit(1)
 
@@ -176,11 +188,9 @@ class _BannerServer(DrainingServer):
         if self.started and self.servers:
             bound = self.servers[0].sockets[0].getsockname()
             tenancy = self._pipeline.tenancy
-            auth = (
-                await tenancy.mode()
-                if tenancy is not None
-                else "[yellow]off[/] (storage.ledger: off): no API keys, no limits, no ledger"
-            )
+            auth = await tenancy.describe() if tenancy is not None else "open"
+            if self._pipeline.accounting is None:
+                auth += " [yellow](storage.ledger: off: no API keys, limits or ledger)[/]"
             console().print(
                 banner(self._spec, bound[0], bound[1], self._catalog, auth, self._cluster_line)
             )

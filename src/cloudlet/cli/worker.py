@@ -31,6 +31,7 @@ from cloudlet.config.storage import StorageSpec
 from cloudlet.engines.worker_process import LOG_SEPARATOR, TOKEN_ENV
 
 log = logging.getLogger("cloudlet.worker")
+KEEP_ALIVE_S = 3600
 
 
 def worker(
@@ -103,6 +104,9 @@ def worker(
             log_config=None,
             log_level="warning",  # uvicorn's own start-up lines: the supervisor says it all
             access_log=False,
+            # The gateway is the only client and pools its connections: a worker closing an
+            # idle one could race a request the gateway is sending on it.
+            timeout_keep_alive=KEEP_ALIVE_S,
             timeout_graceful_shutdown=5,
         ),
         app.state.drain,

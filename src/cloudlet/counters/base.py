@@ -20,8 +20,9 @@ that errs on refusing, never on overspending.
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Literal, Protocol
@@ -62,6 +63,8 @@ class Reservation:
     currency: str
     tpm: int | None
     period: str | None
+    #: Unique per reservation: a backend makes settling twice (a retry) count once.
+    id: str = field(default_factory=lambda: secrets.token_hex(8))
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +87,8 @@ class Counters(Protocol):
 
         Raises :class:`~cloudlet.errors.RateLimited` or :class:`~cloudlet.errors.BudgetExceeded`
         (both 429 with ``retry_after``); when several limits refuse, the one with the longest
-        wait is reported.
+        wait is reported. A store that does not answer (in bounded time) raises
+        :class:`~cloudlet.errors.StorageUnavailable` (503 with ``retry_after``).
         """
         ...
 
@@ -94,11 +98,17 @@ class Counters(Protocol):
         Completes even if the awaiting task is cancelled meanwhile (a client that leaves
         cancels its request, but its budget must still be settled): a backend that has to
         wait for I/O shields that work; one that does not wait costs its callers nothing.
+        A store that does not answer raises :class:`~cloudlet.errors.StorageUnavailable`;
+        settling the same reservation again (a retry) then counts it once.
         """
         ...
 
     async def budget_state(self, key_id: str, limits: Limits) -> BudgetState | None:
         """The key's budget in the current period, or ``None`` without a budget."""
+        ...
+
+    async def ready(self) -> bool:
+        """Whether the store answers now (``/ready`` is 503 while it does not)."""
         ...
 
     async def close(self) -> None: ...

@@ -121,6 +121,9 @@ class MemoryCounters:
             budget.held -= r.nanos
             budget.spent += to_nanos(cost.amount)
 
+    async def ready(self) -> bool:
+        return True
+
     async def budget_state(self, key_id: str, limits: Limits) -> BudgetState | None:
         if limits.budget is None:
             return None

@@ -12,15 +12,28 @@ after their period ends.
 
 Money travels as integer nanos (1e-9). Lua numbers are doubles, exact to 2^53 nanos, so a
 single budget period may hold up to about 9 million currency units.
+
+Outages: every command is bounded (connect 1 s, reply 1 s, one quick retry, 2 s in all; a
+URL's ``socket_timeout`` / ``socket_connect_timeout`` override the first two), and a Redis that
+is unreachable, hangs or refuses raises :class:`~cloudlet.errors.StorageUnavailable` (503 with
+``Retry-After``), never a raw client error; for a second after a failure, calls fail at once.
+A settle is idempotent (a per-reservation marker kept 10 minutes), so a caller may retry one
+whose reply was lost without counting it twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
 
 from cloudlet.counters.base import (
     BudgetSeed,
@@ -33,10 +46,31 @@ from cloudlet.counters.base import (
     rate_refusal,
 )
 from cloudlet.counters.clock import Clock, SystemClock
+from cloudlet.errors import StorageUnavailable
 from cloudlet.pricing import Money, to_nanos
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _NEED_SEED = 2
 _BUDGET_TTL_AFTER_S = 2 * 86_400
+#: How long a settle's marker is kept: retries of a settle whose reply was lost come within
+#: seconds of Redis answering again; one key per request, so not longer than needed.
+_SETTLED_TTL_S = 600
+#: Defaults for every connection (a URL's own ``socket_timeout=`` etc. win).
+CLIENT_OPTIONS: dict[str, Any] = {
+    "socket_connect_timeout": 1.0,
+    "socket_timeout": 1.0,
+    "retry": Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
+}
+#: The most one call waits for Redis, retries included.
+CALL_TIMEOUT_S = 2.0
+#: After a failed call, how long further calls fail at once (then one asks Redis again).
+FAIL_FAST_S = 1.0
+#: What a client is told to wait when the counters are down.
+RETRY_AFTER_S = 2
+#: How long a /ready answer about Redis is reused.
+_PROBE_TTL_S = 1.0
 
 # KEYS: rpm bucket, tpm bucket, budget hash
 # ARGV: now, rpm (0: none), tpm (0: none), tokens, limit nanos (-1: none), nanos, seed nanos
@@ -93,9 +127,10 @@ if limit >= 0 then redis.call('HINCRBY', KEYS[3], 'held', ARGV[6]) end
 return {0}
 """
 
-# KEYS: tpm bucket, budget hash; ARGV: tpm (0: none), tokens to give back, -held nanos,
-# spent nanos, 1 if the reservation held budget, now
+# KEYS: tpm bucket, budget hash, the reservation's settled marker; ARGV: tpm (0: none), tokens
+# to give back, -held nanos, spent nanos, 1 if the reservation held budget, now, marker TTL
 _SETTLE = """
+if redis.call('SET', KEYS[3], 1, 'NX', 'EX', ARGV[7]) == false then return 1 end
 local tpm, refund, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[6])
 if tpm > 0 and refund ~= 0 then
   local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
@@ -131,11 +166,16 @@ class RedisCounters:
         self._seed = seed
         self._reserve = client.register_script(_RESERVE)
         self._settle = client.register_script(_SETTLE)
+        self._probe = Probe(client)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisCounters:
         """Connect lazily (the first command opens the pool)."""
-        return cls(Redis.from_url(url, decode_responses=True), **kwargs)
+        return cls(connect(url), **kwargs)
+
+    async def ready(self) -> bool:
+        """Whether Redis answers now (``/ready``); cached for a second."""
+        return await self._probe.ready()
 
     def _key(self, key_id: str, suffix: str) -> str:
         return f"{self._prefix}:{{{key_id}}}:{suffix}"
@@ -166,14 +206,14 @@ class RedisCounters:
             repr(reset_in),
             int(reset_in) + _BUDGET_TTL_AFTER_S,
         ]
-        result = await self._reserve(keys=keys, args=args)
+        result = await self._probe.guard(lambda: self._reserve(keys=keys, args=args))
         if int(result[0]) == _NEED_SEED:
             assert limits.budget is not None
             spent = Decimal(0)
             if self._seed is not None:
                 spent = await self._seed(key_id, start, limits.budget.currency)
             args[6] = to_nanos(spent)
-            result = await self._reserve(keys=keys, args=args)
+            result = await self._probe.guard(lambda: self._reserve(keys=keys, args=args))
         if int(result[0]) != 0:
             which: Literal["rpm", "tpm", "budget"] = result[1]
             wait = float(result[2])
@@ -205,17 +245,20 @@ class RedisCounters:
             to_nanos(cost.amount),
             1 if r.period is not None else 0,
             repr(self._clock.now()),
+            _SETTLED_TTL_S,
         ]
+        keys = [self._key(r.key_id, "tpm"), budget_key, self._key(r.key_id, f"settled:{r.id}")]
         # Shielded: the caller may be cancelled (its client left), the budget must settle.
-        await asyncio.shield(self._settle(keys=[self._key(r.key_id, "tpm"), budget_key], args=args))
+        await asyncio.shield(self._probe.guard(lambda: self._settle(keys=keys, args=args)))
 
     async def budget_state(self, key_id: str, limits: Limits) -> BudgetState | None:
         if limits.budget is None:
             return None
         now = self._clock.now()
         period, start, end = period_window(limits.period, now)
-        spent_s, held_s = await self._redis.hmget(
-            self._budget_key(key_id, limits.period, period), ["spent", "held"]
+        budget_key = self._budget_key(key_id, limits.period, period)
+        spent_s, held_s = await self._probe.guard(
+            lambda: self._redis.hmget(budget_key, ["spent", "held"])
         )
         currency = limits.budget.currency
         if spent_s is None:
@@ -233,3 +276,70 @@ class RedisCounters:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def connect(url: str) -> Redis:
+    """A client for ``url`` with bounded waits (:data:`CLIENT_OPTIONS`); connects lazily."""
+    return Redis.from_url(url, decode_responses=True, **CLIENT_OPTIONS)
+
+
+class Probe:
+    """Bounds every call to one Redis, turns its failures into
+    :class:`~cloudlet.errors.StorageUnavailable`, logs an outage once when it starts and once
+    when it ends, and answers ``/ready``.
+
+    Once a call has failed, calls in the next :data:`FAIL_FAST_S` fail at once instead of each
+    waiting out the timeout against a Redis that hangs; the readiness probe always asks.
+    """
+
+    def __init__(self, client: Redis, *, what: str = "counters") -> None:
+        self._redis = client
+        self._what = what
+        self._down = False
+        self._fail_until = 0.0  # monotonic: until then, calls fail without asking Redis
+        self._probed: tuple[float, bool] | None = None  # (until, answer)
+
+    async def guard(self, call: Callable[[], Awaitable[T]], *, probe: bool = False) -> T:
+        """``await call()``, bounded by :data:`CALL_TIMEOUT_S`."""
+        if self._down and not probe and time.monotonic() < self._fail_until:
+            raise self._unavailable()
+        try:
+            async with asyncio.timeout(CALL_TIMEOUT_S):
+                result = await call()
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise self._failed(exc) from exc
+        if self._down:
+            self._down = False
+            log.warning("%s: Redis answers again", self._what)
+        return result
+
+    async def ready(self) -> bool:
+        now = time.monotonic()
+        if self._probed is not None and self._probed[0] > now:
+            return self._probed[1]
+        try:
+            await self.guard(self._redis.ping, probe=True)
+            answer = True
+        except StorageUnavailable:
+            answer = False
+        self._probed = (time.monotonic() + _PROBE_TTL_S, answer)
+        return answer
+
+    def _failed(self, exc: BaseException) -> StorageUnavailable:
+        self._fail_until = time.monotonic() + FAIL_FAST_S
+        if not self._down:
+            self._down = True
+            # The exception's type only: redis-py's messages may carry the host, never needed.
+            log.error(
+                "%s: Redis is unreachable (%s); requests that need it get 503 until it answers",
+                self._what,
+                type(exc).__name__,
+            )
+        return self._unavailable()
+
+    def _unavailable(self) -> StorageUnavailable:
+        return StorageUnavailable(
+            "Rate limits and budgets cannot be checked right now (their store does not "
+            "answer). Please retry shortly.",
+            retry_after=RETRY_AFTER_S,
+        )

@@ -6,6 +6,8 @@ restart would forget what was spent). With ``storage: {counters: "redis://..."}`
 route budgets live here instead, one hash per route and period (``spent`` and ``held``, in
 integer nanos), checked and reserved by one Lua script so that two replicas can never both take
 the last cent. The period is part of the key, which expires 40 days after its last use.
+Calls are bounded and a Redis outage raises :class:`~cloudlet.errors.StorageUnavailable`, as
+for the counters (see :mod:`cloudlet.counters.redis_backend`).
 
 This implements the gateway's ``BudgetStore`` protocol (reserve the worst case, settle the
 real cost); see :mod:`cloudlet.gateway.budget`.
@@ -14,15 +16,18 @@ real cost); see :mod:`cloudlet.gateway.budget`.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
 from redis.asyncio import Redis
 
+from cloudlet.counters.redis_backend import Probe, connect
 from cloudlet.pricing import to_nanos
 
 _TTL_S = 40 * 86_400
+_SETTLED_TTL_S = 600  # as the counters' settle markers: retries come well within it
 
 # KEYS: the route-period hash; ARGV: nanos to hold, limit nanos, TTL seconds, seed nanos (-1:
 # not read yet). 1: held, 0: refused, 2: a new period whose seed must be read first
@@ -39,10 +44,12 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
-# KEYS: the route-period hash; ARGV: held nanos to release, spent nanos to add, TTL seconds.
-# A period Redis lost is left alone: its next reserve re-seeds it from the ledger.
+# KEYS: the route-period hash, the settle's marker; ARGV: held nanos to release, spent nanos to
+# add, TTL seconds, the marker's TTL. A period Redis lost is left alone: its next reserve
+# re-seeds it from the ledger. A settle already applied (its marker is set) does nothing.
 _SETTLE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('SET', KEYS[2], 1, 'NX', 'EX', ARGV[4]) == false then return 1 end
 redis.call('HINCRBY', KEYS[1], 'held', -tonumber(ARGV[1]))
 redis.call('HINCRBY', KEYS[1], 'spent', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
@@ -58,11 +65,16 @@ class RedisRouteBudgets:
         self._prefix = prefix
         self._reserve = client.register_script(_RESERVE)
         self._settle = client.register_script(_SETTLE)
+        self._probe = Probe(client, what="route budgets")
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisRouteBudgets:
         """Connect lazily (the first command opens the pool)."""
-        return cls(Redis.from_url(url, decode_responses=True), **kwargs)
+        return cls(connect(url), **kwargs)
+
+    async def ready(self) -> bool:
+        """Whether Redis answers now (``/ready``); cached for a second."""
+        return await self._probe.ready()
 
     def _key(self, key: str) -> str:
         return f"{self._prefix}:route-budget:{{{key}}}"
@@ -77,20 +89,31 @@ class RedisRouteBudgets:
         """As :class:`~cloudlet.gateway.budget.BudgetStore`; a period Redis does not hold (a
         new one, or Redis lost it) starts from ``seed()``, read once, by whichever replica
         gets there first."""
+        keys = [self._key(key)]
         args = [to_nanos(amount, up=True), to_nanos(limit), _TTL_S, -1]
-        result = int(await self._reserve(keys=[self._key(key)], args=args))
+        result = int(await self._probe.guard(lambda: self._reserve(keys=keys, args=args)))
         if result == 2:
             args[3] = to_nanos(await seed()) if seed is not None else 0
-            result = int(await self._reserve(keys=[self._key(key)], args=args))
+            result = int(await self._probe.guard(lambda: self._reserve(keys=keys, args=args)))
         return result == 1
 
-    async def settle(self, key: str, reserved: Decimal, actual: Decimal) -> None:
-        args = [to_nanos(reserved, up=True), to_nanos(actual), _TTL_S]
+    async def settle(
+        self, key: str, reserved: Decimal, actual: Decimal, settle_id: str = ""
+    ) -> None:
+        """Release a hold and add the real cost; settling the same ``settle_id`` again (a
+        retry whose first reply was lost) counts once."""
+        marker = (
+            f"{self._prefix}:route-budget-settled:{{{key}}}:{settle_id or secrets.token_hex(8)}"
+        )
+        keys = [self._key(key), marker]
+        args = [to_nanos(reserved, up=True), to_nanos(actual), _TTL_S, _SETTLED_TTL_S]
         # Shielded: a request cancelled by its client must still give its hold back.
-        await asyncio.shield(self._settle(keys=[self._key(key)], args=args))
+        await asyncio.shield(self._probe.guard(lambda: self._settle(keys=keys, args=args)))
 
     async def spent(self, key: str) -> Decimal:
-        spent, held = await self._redis.hmget(self._key(key), ["spent", "held"])
+        spent, held = await self._probe.guard(
+            lambda: self._redis.hmget(self._key(key), ["spent", "held"])
+        )
         return Decimal(int(spent or 0) + int(held or 0)).scaleb(-9)
 
     async def close(self) -> None:

@@ -8,6 +8,7 @@ from typing import Any, Literal, NewType
 ModelId = NewType("ModelId", str)
 ModelKind = Literal["chat", "embedding"]
 FinishReason = Literal["stop", "length", "cancelled"]
+WorkerStatus = Literal["starting", "up", "restarting", "failed", "stopped"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +131,7 @@ class EngineStats:
 class WorkerState:
     """A supervised engine worker process, as ``/ready``, ``/stats`` and metrics show it."""
 
-    state: Literal["starting", "up", "restarting", "failed", "stopped"]
+    state: WorkerStatus
     restarts: int = 0
     safe_mode: bool = False
     pid: int | None = None

@@ -100,6 +100,7 @@ class WorkerEngine:
             uds=str(process.socket),
             bound_max_tokens=False,  # the engine bounds it by the room the prompt leaves
         )
+        client.replicas[0].name = f"the worker of model {self.spec.name!r}"  # in messages
         await client.start()
         self._client = client
         await process.start()

@@ -33,6 +33,7 @@ from cloudlet.config import ModelSpec, Spec
 from cloudlet.config.spec import ServerSpec
 from cloudlet.config.storage import StorageSpec
 from cloudlet.domain import WorkerState
+from cloudlet.domain.types import WorkerStatus
 from cloudlet.engines.llamacpp_safe import FAULT_ENV
 from cloudlet.errors import EngineUnavailable
 
@@ -103,14 +104,17 @@ class WorkerProcess:
     def up(self) -> bool:
         return self._state.state == "up"
 
-    def _set(self, state: str, **changes: object) -> None:
+    def _set(
+        self, state: WorkerStatus, *, restarts: int | None = None, last_exit: str | None = None
+    ) -> None:
         pid = self._process.pid if self._process is not None else None
+        old = self._state
         self._state = WorkerState(
-            state,  # type: ignore[arg-type]
-            restarts=int(changes.get("restarts", self._state.restarts)),  # type: ignore[call-overload]
+            state,
+            restarts=old.restarts if restarts is None else restarts,
             safe_mode=self.safe_mode,
             pid=pid if state in ("starting", "up") else None,
-            last_exit=changes.get("last_exit", self._state.last_exit),  # type: ignore[arg-type]
+            last_exit=old.last_exit if last_exit is None else last_exit,
         )
 
     # --- start and stop ------------------------------------------------------------------------

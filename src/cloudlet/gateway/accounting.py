@@ -209,13 +209,31 @@ class Accounting:
                 # released and the cost counted then, never left until the period ends.
                 await self._retries.run(f"request {admission.request_id}", attempt)
 
-    async def rejected(
-        self, tenant: Tenant, *, model: str, route: str | None, exc: CloudletError
-    ) -> None:
-        """A request refused before anything was reserved (a ``max_tokens`` beyond the
-        model's context): its ledger row, at cost 0, with the reason."""
-        admission = Admission(tenant, model, route, 0, None, {})
-        await self.failed(admission, exc)
+    def refused(self, tenant: Tenant, model: str, route: str | None, exc: CloudletError) -> None:
+        """A known tenant's request refused before admission (403, 404, 429, 503): one ledger
+        row of cost 0, ``status`` ``refused`` and the refusal's code as ``error``. Queued
+        without awaiting, like every row."""
+        zero = Money.zero(self._currency)  # the deployment's currency
+        self._writer.record(
+            UsageRow(
+                request_id=new_request_id(),
+                ts=datetime.now(UTC),
+                key_id=tenant.key_id,
+                team=tenant.team,
+                model=model,
+                route=route,
+                target=None,
+                spilled=False,
+                prompt_tokens=0,
+                completion_tokens=0,
+                cost=zero,
+                cloud_equivalent=zero,
+                latency_ms=0,
+                ttft_ms=None,
+                status="refused",
+                error=exc.code or exc.type,
+            )
+        )
 
     async def failed(self, admission: Admission, exc: BaseException) -> None:
         """The request failed before any stream existed: release, and record the failure."""

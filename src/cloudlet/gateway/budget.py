@@ -22,6 +22,7 @@ serves one process; with Redis counters the app passes
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -47,8 +48,11 @@ class BudgetStore(Protocol):
         A ``key`` the store has not seen starts from ``seed()`` (else from zero)."""
         ...
 
-    async def settle(self, key: str, reserved: Decimal, actual: Decimal) -> None:
-        """Release a hold of ``reserved`` and add ``actual`` to the spend."""
+    async def settle(
+        self, key: str, reserved: Decimal, actual: Decimal, settle_id: str = ""
+    ) -> None:
+        """Release a hold of ``reserved`` and add ``actual`` to the spend; a store that can
+        lose replies counts a repeated ``settle_id`` (a retry) once."""
         ...
 
     async def spent(self, key: str) -> Decimal:
@@ -74,7 +78,9 @@ class InMemoryBudgetStore:
         self._held[key] = self._held.get(key, Decimal(0)) + amount
         return True
 
-    async def settle(self, key: str, reserved: Decimal, actual: Decimal) -> None:
+    async def settle(
+        self, key: str, reserved: Decimal, actual: Decimal, settle_id: str = ""
+    ) -> None:
         self._held[key] = self._held.get(key, Decimal(0)) - reserved
         self._spent[key] = self._spent.get(key, Decimal(0)) + actual
 
@@ -87,6 +93,7 @@ class Reservation:
     key: str
     amount: Money
     settled: bool = field(default=False)
+    id: str = field(default_factory=lambda: secrets.token_hex(8))
 
 
 class CloudBudget:
@@ -146,10 +153,10 @@ class CloudBudget:
         if reservation.settled:
             return
         reservation.settled = True
-        key, held = reservation.key, reservation.amount.amount
+        key, held, settle_id = reservation.key, reservation.amount.amount, reservation.id
 
         async def attempt() -> None:
-            await self._store.settle(key, held, actual.amount)
+            await self._store.settle(key, held, actual.amount, settle_id)
 
         if self._retries is None:
             await attempt()

@@ -4,8 +4,11 @@
     limits (reserve the worst case) → router (pick a target, fail over) → engine (stream) →
     metering (tokens, cost) → ledger (settle, one row)
 
-Each stage is its own module; this one only puts them in order. Without a ledger (tests with
-fake engines) the tenancy and accounting stages are skipped and every caller is anonymous.
+Each stage is its own module; this one only puts them in order. Once the key names a tenant,
+every request gets its ledger row: one refused before it runs (scope, policy, unknown model,
+rate limit, budget, counters down) gets a row of cost 0 with the refusal's code; a 401 names
+no tenant and is counted in metrics instead. Without a ledger (``storage.ledger: off``, tests
+with fake engines) there is no accounting stage; without tenancy every caller is anonymous.
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ class Pipeline:
             return Tenant.anonymous()
         return await self.tenancy.resolve(token)
 
+    def _route_of(self, model: str) -> str | None:
+        return model if self.gateway.is_route(model) else None
+
     def _admit_model(self, tenant: Tenant, model: str) -> list[str]:
         """Scope and policy for ``model`` and every target it may reach; returns the targets."""
         if not tenant.may_use(model):
@@ -55,24 +61,25 @@ class Pipeline:
 
     async def generate(self, token: str | None, request: GenerationRequest) -> Generation:
         tenant = await self.tenant(token)
-        targets = self._admit_model(tenant, request.model)
         if self.accounting is None:
+            self._admit_model(tenant, request.model)
             return await self.gateway.generate(request)
-        route = request.model if self.gateway.is_route(request.model) else None
         try:
+            targets = self._admit_model(tenant, request.model)
+            route = self._route_of(request.model)
             request = self.gateway.bounded(request)  # before any money arithmetic
+            max_tokens = request.max_tokens or self.gateway.max_tokens_default(request.model)
+            admission = await self.accounting.admit(
+                tenant,
+                request,
+                model=request.model,
+                route=route,
+                targets=targets,
+                max_tokens=max_tokens,
+            )
         except CloudletError as exc:
-            await self.accounting.rejected(tenant, model=request.model, route=route, exc=exc)
+            self.accounting.refused(tenant, request.model, self._route_of(request.model), exc)
             raise
-        max_tokens = request.max_tokens or self.gateway.max_tokens_default(request.model)
-        admission = await self.accounting.admit(
-            tenant,
-            request,
-            model=request.model,
-            route=route,
-            targets=targets,
-            max_tokens=max_tokens,
-        )
         try:
             generation = await self.gateway.generate(request)
         except BaseException as exc:
@@ -89,20 +96,25 @@ class Pipeline:
 
     async def embed(self, token: str | None, model: ModelId, texts: Sequence[str]) -> Embedding:
         tenant = await self.tenant(token)
-        targets = self._admit_model(tenant, model)
         if self.accounting is None:
+            self._admit_model(tenant, model)
             return await self.gateway.embed(model, texts)
-        estimate = sum(estimate_tokens(t) for t in texts)
-        admission = await self.accounting.admit(
-            tenant,
-            None,
-            model=model,
-            route=model if self.gateway.is_route(model) else None,
-            targets=targets,
-            max_tokens=0,
-            prompt_estimate=estimate,
-            prompt_bound=embedding_bound(list(texts)),
-        )
+        try:
+            targets = self._admit_model(tenant, model)
+            estimate = sum(estimate_tokens(t) for t in texts)
+            admission = await self.accounting.admit(
+                tenant,
+                None,
+                model=model,
+                route=self._route_of(model),
+                targets=targets,
+                max_tokens=0,
+                prompt_estimate=estimate,
+                prompt_bound=embedding_bound(list(texts)),
+            )
+        except CloudletError as exc:
+            self.accounting.refused(tenant, model, self._route_of(model), exc)
+            raise
         try:
             embedding = await self.gateway.embed(model, texts)
         except BaseException as exc:

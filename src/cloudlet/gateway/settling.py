@@ -3,8 +3,9 @@
 A request's reservation (a key budget's or a route's cloud budget's) holds money until it is
 settled. When the store is unreachable at that moment (Redis restarting, a network blip), the
 answer has already gone to the client: the settle is not turned into an error, it is retried
-in the background with capped exponential backoff until the store answers, so the hold is
-released and the real cost counted as soon as it is back. Reservations are refused meanwhile
+in the background with capped exponential backoff until the store answers (for up to nine
+minutes: the stores count a repeated settle once for ten), so the hold is released and the
+real cost counted as soon as it is back. Reservations are refused meanwhile
 (the store is down for them too), so nothing is spent against the stale hold. A process that
 stops before the store returns logs what it could not settle; those holds end with their period
 (erring on refusing, never on overspending).
@@ -30,10 +31,12 @@ class SettleRetries:
         *,
         first_s: float = 0.2,
         max_s: float = 5.0,
+        give_up_s: float = 540.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._first = first_s
         self._max = max_s
+        self._give_up = give_up_s
         self._sleep = sleep
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -58,9 +61,10 @@ class SettleRetries:
             task.add_done_callback(self._tasks.discard)
 
     async def _retry(self, what: str, attempt: Attempt) -> None:
-        delay = self._first
-        while True:
+        delay, waited = self._first, 0.0
+        while waited < self._give_up:
             await self._sleep(delay)
+            waited += delay
             try:
                 await attempt()
             except Exception:
@@ -68,6 +72,11 @@ class SettleRetries:
                 continue
             log.info("settled %s after the store came back", what)
             return
+        log.error(
+            "gave up settling %s after %.0f s; its hold stays until the budget period ends",
+            what,
+            waited,
+        )
 
     async def close(self, grace_s: float = 2.0) -> None:
         """Give pending settles ``grace_s`` seconds more, then stop and log what is lost."""

@@ -33,6 +33,7 @@ _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 IMMEDIATE = "cloudlet_sqlite_immediate"
 _BUSY_TIMEOUT_MS = 30_000
 _WAL = "PRAGMA journal_mode=WAL"
+CONNECT_TIMEOUT_S = 10.0
 
 
 def default_ledger_url() -> str:
@@ -65,6 +66,14 @@ def display_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def password_of(url: str) -> str | None:
+    """The URL's password, if any (to keep it out of messages)."""
+    try:
+        return make_url(url).password
+    except Exception:  # not a URL: nothing to hide from it
+        return None
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An async engine for ``url``; nothing connects until first use (no work at import)."""
     parsed, schema = parse_url(url)
@@ -75,6 +84,9 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         _sqlite_setup(engine)
         return engine
     connect_args: dict[str, Any] = kwargs.pop("connect_args", {})
+    # asyncpg waits 60 s for a connection by default: a database that is down must be
+    # reported within seconds (at start-up, and before a request waits on it).
+    connect_args.setdefault("timeout", CONNECT_TIMEOUT_S)
     if schema is not None:
         connect_args["server_settings"] = {"search_path": schema}
     return create_async_engine(parsed, pool_pre_ping=True, connect_args=connect_args, **kwargs)

@@ -19,20 +19,23 @@ accepted everywhere and never stored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cloudlet.counters.base import Limits, Period
+from cloudlet.errors import StorageUnavailable
 from cloudlet.ledger.tables import api_keys
 from cloudlet.pricing import MAX_AMOUNT, Money
 
@@ -133,6 +136,8 @@ class KeyStore:
         self._loading: dict[str, asyncio.Task[_Candidates]] = {}
         self._changes = 0  # create and revoke count up: a lookup begun before is not cached
         self._any: tuple[float, bool] | None = None
+        self._ever = False  # a key was created (see any_created)
+        self._ever_checked = float("-inf")  # until when "no key ever" is trusted
 
     async def create(
         self,
@@ -173,6 +178,7 @@ class KeyStore:
         async with self._engine.begin() as conn:
             await conn.execute(api_keys.insert().values(**values))
         self._any = None
+        self._ever = True
         self._forget(values["prefix"])
         return CreatedKey(_record(values), key)
 
@@ -219,9 +225,23 @@ class KeyStore:
         if self._any is not None and self._any[0] > now:
             return self._any[1]
         query = select(api_keys.c.id).where(api_keys.c.revoked_at.is_(None)).limit(1)
-        async with self._engine.connect() as conn:
+        async with self._reading() as conn:
             found = (await conn.execute(query)).first() is not None
         self._any = (now + self._ttl, found)
+        return found
+
+    async def any_created(self) -> bool:
+        """Whether a key was ever created here, revoked ones included: open mode ends for good
+        with the first key. Once true it is never asked again (rows are never deleted)."""
+        if self._ever:
+            return True
+        now = self._clock()
+        if self._ever_checked > now:
+            return False
+        async with self._reading() as conn:
+            found = (await conn.execute(select(api_keys.c.id).limit(1))).first() is not None
+        self._ever = found
+        self._ever_checked = now + self._ttl
         return found
 
     async def _candidates(self, prefix: str) -> _Candidates:
@@ -241,7 +261,7 @@ class KeyStore:
     async def _load(self, prefix: str) -> _Candidates:
         changes, now = self._changes, self._clock()
         query = select(api_keys).where(api_keys.c.prefix == prefix, api_keys.c.revoked_at.is_(None))
-        async with self._engine.connect() as conn:
+        async with self._reading() as conn:
             rows = (await conn.execute(query)).mappings().all()
         found = [(row["key_hash"], _record(row).tenant()) for row in rows]
         if changes == self._changes:  # else a key was created or revoked meanwhile
@@ -249,6 +269,19 @@ class KeyStore:
                 self._cache.clear()
             self._cache[prefix] = (now + self._ttl, found)
         return found
+
+    @contextlib.asynccontextmanager
+    async def _reading(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for a lookup on the request path: a database that is down or does not
+        answer is a 503 (:class:`~cloudlet.errors.StorageUnavailable`), not a 500."""
+        try:
+            async with self._engine.connect() as conn:
+                yield conn
+        except (OperationalError, InterfaceError, OSError, TimeoutError) as exc:
+            raise StorageUnavailable(
+                "API keys cannot be checked right now (the ledger's database does not answer). "
+                "Please retry shortly."
+            ) from exc
 
     def _loaded(self, prefix: str, task: asyncio.Task[_Candidates]) -> None:
         if self._loading.get(prefix) is task:

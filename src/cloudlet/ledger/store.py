@@ -16,11 +16,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TextIO
 
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cloudlet.config.storage import StorageSpec
+from cloudlet.errors import StorageUnavailable
 from cloudlet.ledger import reports
-from cloudlet.ledger.db import create_engine, default_ledger_url, display_url, schema_of
+from cloudlet.ledger.db import (
+    create_engine,
+    default_ledger_url,
+    display_url,
+    password_of,
+    schema_of,
+)
 from cloudlet.ledger.keys import KeyStore
 from cloudlet.ledger.migrate import upgrade
 from cloudlet.ledger.writer import LedgerWriter
@@ -44,13 +52,24 @@ class Ledger:
         key_cache_ttl: float = 5.0,
     ) -> Ledger:
         """Open (and migrate) the ledger that ``storage`` names; default: SQLite in the user
-        data directory. ``start_writer=False`` for readers such as ``cloudlet usage``."""
+        data directory. ``start_writer=False`` for readers such as ``cloudlet usage``.
+
+        ``${VAR}`` references in the URL are read from the environment now (an unset one
+        raises :class:`~cloudlet.errors.SpecError`); a database that cannot be reached raises
+        :class:`~cloudlet.errors.StorageUnavailable`, whose message names it without its
+        password."""
         spec = storage if isinstance(storage, StorageSpec) else StorageSpec(ledger=storage)
-        url = spec.ledger or default_ledger_url()
-        engine = create_engine(url)
+        url = spec.resolved().ledger or default_ledger_url()
+        try:
+            engine = create_engine(url)
+        except OSError as exc:  # the SQLite file's directory cannot be made
+            raise _unavailable(url, exc) from exc
         try:
             if migrate:
                 await upgrade(engine, schema=schema_of(url))
+        except (OSError, TimeoutError, OperationalError, InterfaceError) as exc:
+            await engine.dispose()
+            raise _unavailable(url, exc) from exc
         except BaseException:
             await engine.dispose()
             raise
@@ -94,3 +113,13 @@ class Ledger:
             await self.writer.close()
         finally:
             await self.engine.dispose()
+
+
+def _unavailable(url: str, exc: BaseException) -> StorageUnavailable:
+    """The ledger cannot be opened: one line naming the database (never its password)."""
+    why = type(getattr(exc, "orig", None) or exc).__name__
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    secret = password_of(url)
+    if lines and not (secret and secret in lines[0]):
+        why = f"{why}: {lines[0][:200]}"
+    return StorageUnavailable(f"cannot open the ledger at {display_url(url)} ({why})")

@@ -34,7 +34,8 @@ from cloudlet.pricing import Money
 
 log = logging.getLogger(__name__)
 
-Status = Literal["ok", "error", "cancelled"]
+#: ``refused``: turned away before it ran (403, 404, 429, 503), cost 0, the code in ``error``.
+Status = Literal["ok", "error", "cancelled", "refused"]
 _MAX_BACKOFF_S = 5.0
 _INT32 = 2**31 - 1
 #: Errors that mean "not now" (the server is down, the file is locked), not "never".

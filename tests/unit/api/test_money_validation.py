@@ -105,7 +105,7 @@ def test_huge_max_tokens_is_400_before_any_money_arithmetic(client: TestClient) 
             break
         time.sleep(0.1)
     assert [(r["status"], r["error"], r["cost"]) for r in rows] == [
-        ("error", "context_length_exceeded", "0")
+        ("refused", "context_length_exceeded", "0")
     ] * 2  # each refusal has its ledger row, at no cost
     ok = client.post(
         "/v1/chat/completions",

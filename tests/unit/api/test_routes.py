@@ -145,7 +145,7 @@ def test_models_list_and_get(client: TestClient) -> None:
 
 
 def test_health_ready_and_openapi(client: TestClient) -> None:
-    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/health").json() == {"status": "ok", "auth": "open"}
     assert client.get("/ready").status_code == 200
     schema = client.get("/openapi.json").json()
     assert "/v1/chat/completions" in schema["paths"]

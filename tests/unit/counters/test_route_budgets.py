@@ -122,3 +122,14 @@ async def test_a_period_redis_does_not_hold_is_seeded_once(
     await a.settle("chat:2026-12-07", Decimal("0.20"), Decimal("0.10"))
     assert await a.reserve("chat:2026-12-07", Decimal("0.20"), limit, seed)
     assert reads == 2 and await a.spent("chat:2026-12-07") == Decimal("0.50")
+
+
+async def test_a_settle_retried_after_a_lost_reply_counts_once(
+    stores: tuple[RedisRouteBudgets, RedisRouteBudgets],
+) -> None:
+    a, _ = stores
+    limit = Decimal("1")
+    assert await a.reserve("chat:2026-12-06", Decimal("0.50"), limit)
+    for _ in range(2):  # the first reply was lost: the caller settles again
+        await a.settle("chat:2026-12-06", Decimal("0.50"), Decimal("0.10"), "req-1")
+    assert await a.spent("chat:2026-12-06") == Decimal("0.10")  # not -0.30 held, 0.20 spent

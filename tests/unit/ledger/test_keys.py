@@ -12,10 +12,13 @@ from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cloudlet.counters import Limits
+from cloudlet.errors import StorageUnavailable
+from cloudlet.ledger.db import create_engine
 from cloudlet.ledger.keys import KEY_PREFIX, KeyStore, Tenant
 from cloudlet.ledger.store import Ledger
 from cloudlet.ledger.tables import api_keys
 from cloudlet.pricing import Money
+from tests.conftest import free_port
 
 
 async def test_a_key_is_shown_once_and_stored_only_as_a_hash(ledger: Ledger) -> None:
@@ -164,3 +167,18 @@ async def test_a_lookup_begun_before_a_revocation_is_not_cached(ledger: Ledger) 
     gated.go_on.set()
     await lookup
     assert await store.authenticate(created.key) is None  # revoked here: at once
+
+
+async def test_a_database_that_is_down_is_storage_unavailable() -> None:
+    engine = create_engine(f"postgresql://root@127.0.0.1:{free_port()}/test")
+    keys = KeyStore(engine)
+    try:
+        for check in (
+            keys.authenticate("sk-cl-" + "x" * 43),
+            keys.has_keys(),
+            keys.any_created(),
+        ):
+            with pytest.raises(StorageUnavailable):
+                await check
+    finally:
+        await engine.dispose()

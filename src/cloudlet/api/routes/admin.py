@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cloudlet.api.errors import ERROR_RESPONSES
 from cloudlet.api.routes.deps import bearer
-from cloudlet.errors import InvalidRequest, KeyNotFound
+from cloudlet.errors import InvalidRequest, KeyNotFound, LedgerOff
 from cloudlet.gateway.tenancy import Tenancy
 from cloudlet.ledger.keys import Tenant
 from cloudlet.ledger.reports import parse_since
@@ -25,12 +25,19 @@ async def _admin(request: Request) -> Tenant:
 
 
 def _tenancy(request: Request) -> Tenancy:
-    tenancy: Tenancy = request.app.state.pipeline.tenancy  # mounted only with accounts on
+    tenancy: Tenancy = request.app.state.pipeline.tenancy  # create_app always sets one
     return tenancy
 
 
 def _ledger(request: Request) -> Ledger:
-    ledger: Ledger = request.app.state.ledger
+    """The ledger; without one (``storage.ledger: off``) the admin key still authenticates
+    here, and these endpoints say why they have nothing to manage."""
+    ledger: Ledger | None = request.app.state.ledger
+    if ledger is None:
+        raise LedgerOff(
+            "This server runs without a ledger (storage.ledger: off): there are no API keys "
+            "or usage to manage. The admin key authenticates API requests."
+        )
     return ledger
 
 
@@ -38,7 +45,7 @@ router = APIRouter(
     prefix="/admin",
     tags=["admin"],
     dependencies=[Depends(_admin)],
-    responses={401: ERROR_RESPONSES[401], 403: ERROR_RESPONSES[403]},
+    responses={400: ERROR_RESPONSES[400], 401: ERROR_RESPONSES[401], 403: ERROR_RESPONSES[403]},
 )
 LedgerDep = Annotated[Ledger, Depends(_ledger)]
 

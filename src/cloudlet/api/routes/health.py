@@ -7,22 +7,37 @@ import dataclasses
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from cloudlet.api.routes.deps import GatewayDep
+from cloudlet.api.routes.deps import GatewayDep, PipelineDep
 
 router = APIRouter()
 
 
-@router.get("/health", summary="Liveness")
-async def health() -> dict[str, str]:
-    return {"status": "ok"}
+@router.get("/health", summary="Liveness, and the auth mode (open or api-key)")
+async def health(pipeline: PipelineDep) -> dict[str, str]:
+    tenancy = pipeline.tenancy
+    return {"status": "ok", "auth": tenancy.mode if tenancy is not None else "open"}
 
 
-@router.get("/ready", summary="Readiness: 200 once every model is loaded, else 503")
+@router.get(
+    "/ready",
+    summary="Readiness: 200 once every model is loaded and the counters store answers, else 503",
+)
 async def ready(gateway: GatewayDep, request: Request) -> JSONResponse:
     draining = bool(request.app.state.drain.draining)
-    ok = gateway.ready and not draining
-    status = "draining" if draining else ("ready" if ok else "loading")
-    body = {"status": status, "models": gateway.status()}
+    stores = [await store.ready() for store in request.app.state.stores]
+    storage_ok = all(stores)
+    ok = gateway.ready and not draining and storage_ok
+    if draining:
+        status = "draining"
+    elif not storage_ok:
+        status = "storage unavailable"
+    else:
+        status = "ready" if ok else "loading"
+    body = {
+        "status": status,
+        "models": gateway.status(),
+        "storage": "ok" if storage_ok else "unavailable",
+    }
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
