@@ -112,13 +112,13 @@ async def burst(server: Server, key: str, models: list[str], n: int) -> list[htt
 
 
 def settled(server: Server, rows: int) -> list[dict[str, str]]:
-    """The ledger's rows once ``rows`` of them are written (the writer batches)."""
+    """The ledger's rows once ``rows`` answered ones are written (the writer batches)."""
     for _ in range(100):
         found = usage_rows(server)
-        if len(found) >= rows:
+        if sum(r["status"] == "ok" for r in found) >= rows:
             return found
         asyncio.run(asyncio.sleep(0.1))
-    raise AssertionError(f"expected {rows} ledger rows, found {len(found)}")
+    raise AssertionError(f"expected {rows} answered ledger rows, found {len(found)} rows")
 
 
 def spent(rows: list[dict[str, str]], **match: str) -> Decimal:
@@ -178,7 +178,9 @@ def _key_budget_round_trip(
     assert total <= budget, f"overspent: {total} > {budget}"
     # At the edge: what is left would not cover one more CJK request's reservation.
     assert budget - total < Decimal("0.0000724")
-    assert all(r["status"] == "ok" for r in rows)
+    # the refused ones have their rows too, at no cost
+    assert {r["status"] for r in rows} == {"ok", "refused"}
+    assert spent(rows, status="refused") == 0
 
 
 @pytest.mark.parametrize("counters", ["memory", "redis"])
