@@ -13,6 +13,10 @@ default:
     Dead()                      read the request, close without answering
     Hold(after)                 stream `after` chunks, then wait for `release()`
     NoUsage()                   a normal stream that ignores stream_options.include_usage
+    Raw(body, status, type)     exactly this body (a malformed reply), whatever was asked
+    Lines(lines)                a 200 event stream of exactly these lines, then the end
+    JsonAnswer()                a whole JSON completion although a stream was asked for
+    KeepAlive(every)            one word, then an SSE comment every `every` seconds, forever
     BadUsage(usage)             a normal stream whose usage chunk carries `usage` verbatim
 
 `prompt_tokens`, when set, computes the prompt tokens reported from the request body (the
@@ -71,11 +75,46 @@ class NoUsage:
 
 
 @dataclass(frozen=True)
+class Raw:
+    body: bytes
+    status: int = 200
+    content_type: str = "application/json"
+
+
+@dataclass(frozen=True)
+class Lines:
+    lines: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class JsonAnswer:
+    pass
+
+
+@dataclass(frozen=True)
+class KeepAlive:
+    every: float = 0.1
+
+
+@dataclass(frozen=True)
 class BadUsage:
     usage: Any
 
 
-Fault = Ok | Status | Slow | Drop | Dead | Hold | NoUsage | BadUsage
+Fault = (
+    Ok
+    | Status
+    | Slow
+    | Drop
+    | Dead
+    | Hold
+    | NoUsage
+    | Raw
+    | Lines
+    | JsonAnswer
+    | KeepAlive
+    | BadUsage
+)
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many"}
 
 
@@ -93,6 +132,7 @@ class FakeUpstream:
     default: Fault = field(default_factory=Ok)
     healthy: bool = True
     record: bool = True
+    known: tuple[str, ...] | None = None  # model names served (None: any); others get 404
     requests: list[Recorded] = field(default_factory=list)
     prompt_tokens: Callable[[Any], int] | None = None
 
@@ -204,6 +244,11 @@ class FakeUpstream:
                 _respond(writer, 200, {"object": "list", "data": [{"id": "upstream-model"}]})
             await writer.drain()
             return True
+        if self.known is not None and body.get("model") not in self.known:
+            error = {"message": f"The model `{body.get('model')}` does not exist"}
+            _respond(writer, 404, {"error": {**error, "code": "model_not_found"}})
+            await writer.drain()
+            return True
         fault = self._next_fault()
         if isinstance(fault, Dead):
             return False
@@ -215,6 +260,16 @@ class FakeUpstream:
             _respond(writer, fault.code, error, extra)
             await writer.drain()
             return True
+        if isinstance(fault, Raw):
+            head = (
+                f"HTTP/1.1 {fault.status} X\r\nContent-Type: {fault.content_type}\r\n"
+                f"Content-Length: {len(fault.body)}\r\n\r\n"
+            )
+            writer.write(head.encode() + fault.body)
+            await writer.drain()
+            return True
+        if isinstance(fault, Lines | KeepAlive):
+            return await self._odd_stream(body, fault, writer)
         if path.endswith("/embeddings"):
             texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
             data = [
@@ -230,7 +285,7 @@ class FakeUpstream:
             await writer.drain()
             return True
         chat = path.endswith("/chat/completions")
-        if not body.get("stream"):
+        if not body.get("stream") or isinstance(fault, JsonAnswer):
             _respond(writer, 200, _completion(body, self.words, chat))
             await writer.drain()
             return True
@@ -275,6 +330,26 @@ class FakeUpstream:
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         return True
+
+    async def _odd_stream(
+        self, body: Any, fault: Lines | KeepAlive, writer: asyncio.StreamWriter
+    ) -> bool:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        if isinstance(fault, Lines):
+            for line in fault.lines:
+                _write_chunk(writer, line + b"\n\n")
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            return True
+        first = _chunk(body, {"content": self.words[0]}, None, chat=True)
+        _write_chunk(writer, b"data: " + json.dumps(first).encode() + b"\n\n")
+        while True:  # until the client leaves
+            await writer.drain()
+            await asyncio.sleep(fault.every)
+            _write_chunk(writer, b": keep-alive\n\n")
 
 
 def _chunk(body: Any, piece: Any, reason: str | None, chat: bool) -> dict[str, Any]:

@@ -215,7 +215,8 @@ class EngineUnavailable(_RetryableEngineError):
 
 
 class UpstreamError(EngineError):
-    """A remote engine's upstream failed: refused the connection, answered 5xx, broke off.
+    """A remote engine's upstream failed: refused the connection, answered 5xx, broke off, or
+    sent a malformed reply (see :mod:`cloudlet.engines.openai_reply`).
 
     Messages name the model, never the upstream's URL, key or headers.
     """

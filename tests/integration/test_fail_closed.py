@@ -371,12 +371,18 @@ def test_exit_codes_are_documented_and_a_taken_port_is_not_the_policy_code(
         env={**os.environ, "COLUMNS": "200"},
         check=True,
     ).stdout
-    for code in ("1 other failures", "3 the openness policy", "4 the ledger", "5 reachable"):
+    for code in (
+        "1 other failures",
+        "3 the openness policy",
+        "4 the ledger",
+        "5 reachable",
+        "6 the port",
+    ):
         assert code in shown
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         code, output = run_serve(tmp_path, config(upstream, "{ledger: 'off'}"), port=port)
-    assert code == 1, output  # uvicorn's own 3 would read as "the policy refused a model"
+    assert code == 6, output  # uvicorn's own 3 would read as "the policy refused a model"
 
 
 def test_storage_urls_take_env_references(tmp_path: Path, upstream: FakeUpstream) -> None:

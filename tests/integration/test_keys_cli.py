@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -165,3 +167,36 @@ def test_the_default_ledger_is_in_the_user_data_dir(
 def test_a_bad_ledger_url_exits_2() -> None:
     code, out = _invoke("keys", "list", "--ledger", "mysql://u:pw@h/db")
     assert code == 2 and "pw" not in out
+
+
+def test_a_narrow_terminal_shows_whole_ids_that_revoke_takes(url: str) -> None:
+    code, out = _invoke(
+        "keys", "create", "--team", "a-team-with-a-long-name", "--json", "--ledger", url
+    )
+    assert code == 0, out
+    key_id = json.loads(out)["id"]
+    narrow = runner.invoke(_app(), ["keys", "list", "--ledger", url], env={"COLUMNS": "40"})
+    assert narrow.exit_code == 0, narrow.output
+    shown = [line.split()[0] for line in narrow.output.splitlines()[1:] if line.strip()]
+    assert key_id in shown, narrow.output
+    assert _invoke("keys", "revoke", key_id, "--ledger", url)[0] == 0
+
+
+def test_usage_csv_to_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/ledger.db"
+
+    async def many() -> None:
+        ledger = await Ledger.open(url)
+        try:
+            for i in range(3000):  # well over a pipe's buffer
+                ledger.writer.record(row(str(i), cost="0.01", team="a", model="m"))
+        finally:
+            await ledger.close()
+
+    asyncio.run(many())
+    command = f"{sys.executable} -m cloudlet usage --csv - --ledger {url} | head -n 2"
+    result = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=120
+    )
+    assert result.stdout.startswith("request_id,") and len(result.stdout.splitlines()) == 2
+    assert result.stderr == "" and result.returncode == 0

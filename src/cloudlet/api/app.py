@@ -11,6 +11,7 @@ from typing import Protocol
 from fastapi import FastAPI
 
 from cloudlet import __version__
+from cloudlet.api.docs import install_docs
 from cloudlet.api.drain import DrainGuard, DrainState
 from cloudlet.api.errors import install_error_handlers
 from cloudlet.api.limits import BodyLimit
@@ -108,7 +109,10 @@ def create_app(
         version=__version__,
         summary="OpenAI-compatible API over open models, local first.",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load from a CDN: see cloudlet.api.docs
+        redoc_url=None,
     )
+    install_docs(app)
     drain = DrainState()
     app.state.gateway = gateway
     app.state.pipeline = pipeline

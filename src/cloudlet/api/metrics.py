@@ -57,7 +57,9 @@ class _EngineCollector(Collector):
                 counter.add_metric([model], float(getattr(s, field)))
             yield counter
         ready = GaugeMetricFamily(
-            "cloudlet_model_ready", "1 when the model is loaded", labels=["model"]
+            "cloudlet_model_ready",
+            "1 when the model is ready (loaded, and a replica up)",
+            labels=["model"],
         )
         for model, status in self._gateway.status().items():
             ready.add_metric([model], 1.0 if status == "ready" else 0.0)

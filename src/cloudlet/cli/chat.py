@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated, Any
+from typing import Annotated
 
 import httpx
 import typer
 from rich.table import Table
 
 from cloudlet.cli.common import ConfigOption, console, fail, setup_logging, spec_or_exit
+from cloudlet.config import Spec
 from cloudlet.domain import ChatMessage, GenerationRequest, ModelId, SamplingParams, TextDelta
 from cloudlet.errors import CloudletError
 
@@ -23,6 +24,11 @@ UrlOption = Annotated[
     ),
 ]
 
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option(envvar="CLOUDLET_API_KEY", help="API key for --url.", show_default=False),
+]
+
 
 def chat(
     prompt: Annotated[str, typer.Argument(help="What to ask.")],
@@ -32,12 +38,10 @@ def chat(
     max_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 256,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")] = None,
-    api_key: Annotated[
-        str | None, typer.Option(envvar="CLOUDLET_API_KEY", help="API key for --url.")
-    ] = None,
+    api_key: ApiKeyOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Stream an answer to the terminal."""
+    """Stream an answer to the terminal (a model or a route of the spec, or of --url)."""
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": prompt}
     ]
@@ -47,36 +51,42 @@ def chat(
     spec = spec_or_exit(config)
     setup_logging("warning", spec.server.engine_log_level)
     name = model or next((m.name for m in spec.models if m.kind == "chat"), None)
+    route = next((r for r in spec.routes if r.name == name), None)
+    targets = [spec.model(t.model) for t in route.targets] if route is not None else []
     model_spec = spec.model(name) if name else None
-    if model_spec is None or model_spec.kind != "chat":
-        fail(f"no chat model {name!r} in the spec; `cloudlet models` lists them")
+    picked = [m for m in targets if m is not None] or ([model_spec] if model_spec else [])
+    if not picked or any(m.kind != "chat" for m in picked):
+        fail(f"no chat model or route {name!r} in the spec; `cloudlet models` lists them")
     request = GenerationRequest(
-        model=ModelId(model_spec.name),
+        model=ModelId(str(name)),
         messages=tuple(ChatMessage(m["role"], m["content"]) for m in messages),
         max_tokens=max_tokens,
         sampling=SamplingParams(temperature=temperature, seed=seed),
     )
+    # A route runs as the server runs it (policy, failover), over just its own targets.
+    local = spec.model_copy(update={"models": picked, "routes": [route] if route else []})
     try:
-        asyncio.run(_chat_local(model_spec, request))
+        asyncio.run(_chat_local(local, request))
     except CloudletError as exc:
         fail(exc.message)
 
 
-async def _chat_local(model_spec: Any, request: GenerationRequest) -> None:
+async def _chat_local(spec: Spec, request: GenerationRequest) -> None:
     from cloudlet.engines.factory import build_engine
+    from cloudlet.gateway import Gateway
 
-    engine = build_engine(model_spec, in_process=True)
+    gateway = Gateway({m.name: build_engine(m, in_process=True) for m in spec.models}, spec)
     out = console()
-    with out.status(f"loading {model_spec.name}…"):
-        await engine.start()
+    with out.status(f"loading {', '.join(m.name for m in spec.models)}…"):
+        await gateway.start()
     try:
-        events = await engine.generate(request)  # type: ignore[attr-defined]
-        async for event in events:
+        generation = await gateway.generate(request)
+        async for event in generation.events:
             if isinstance(event, TextDelta):
                 out.print(event.text, end="", markup=False, highlight=False)
         out.print()
     finally:
-        await engine.close()
+        await gateway.close()
 
 
 def _chat_remote(
@@ -110,7 +120,8 @@ def _chat_remote(
                     continue
                 data = json.loads(line[6:])
                 if "error" in data:
-                    fail(data["error"].get("message", "stream failed"))
+                    error = data["error"]
+                    fail(str(error.get("message") if isinstance(error, dict) else error))
                 for choice in data.get("choices", []):
                     text = choice.get("delta", {}).get("content")
                     if text:
@@ -131,15 +142,18 @@ def models(
     url: UrlOption = None,
     config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    api_key: ApiKeyOption = None,
 ) -> None:
     """List the models (of the spec, or of a running server with --url)."""
     if url:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         try:
-            rows = (
-                httpx.get(url.rstrip("/") + "/models", timeout=10).raise_for_status().json()["data"]
-            )
+            response = httpx.get(url.rstrip("/") + "/models", headers=headers, timeout=10)
         except httpx.HTTPError as exc:
             fail(f"cannot list models at {url}: {exc}")
+        if response.status_code != 200:
+            fail(f"cannot list models at {url}: {response.status_code}: {_error_message(response)}")
+        rows = response.json()["data"]
     else:
         spec = spec_or_exit(config)
         rows = [

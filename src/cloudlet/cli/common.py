@@ -9,6 +9,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from cloudlet.config import Spec, load_spec
 from cloudlet.errors import CloudletError, SpecError
@@ -25,6 +26,8 @@ ConfigOption = Annotated[
 ]
 
 EXIT_BAD_SPEC = 2
+EXIT_POLICY = 3  # the openness policy refuses a model
+EXIT_CANNOT_LISTEN = 6  # the address is taken (or not ours to bind)
 
 
 def console(stderr: bool = False) -> Console:
@@ -33,7 +36,9 @@ def console(stderr: bool = False) -> Console:
 
 def fail(message: str, code: int = 1) -> NoReturn:
     # soft_wrap: one line whatever the terminal width (logs and scripts grep for it)
-    console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    console(stderr=True).print(
+        f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True
+    )
     raise typer.Exit(code)
 
 
@@ -43,9 +48,9 @@ def spec_or_exit(path: Path | None, overrides: dict[str, Any] | None = None) -> 
         return load_spec(path, overrides=overrides)
     except SpecError as exc:
         err = console(stderr=True)
-        err.print(f"[bold red]error:[/] invalid spec in [bold]{exc.source}[/]")
-        for field, why in exc.problems:
-            err.print(f"  [cyan]{field}[/]: {why}", markup=True, highlight=False)
+        err.print(f"[bold red]error:[/] invalid spec in [bold]{escape(exc.source)}[/]")
+        for field, why in exc.problems:  # escaped: "[from CLOUDLET_X]" is not markup
+            err.print(f"  [cyan]{escape(field)}[/]: {escape(why)}", markup=True, highlight=False)
         raise typer.Exit(EXIT_BAD_SPEC) from None
     except CloudletError as exc:
         fail(exc.message, EXIT_BAD_SPEC)

@@ -212,7 +212,9 @@ def _table(records: list[KeyRecord], *, revoked: bool = False) -> Table:
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     columns = ["id", "prefix", "team", "models", "rpm", "tpm", "budget", "created"]
     for column in columns + (["revoked"] if revoked else []):
-        table.add_column(column)
+        # The id is what `keys revoke` takes: never cut or wrapped, however narrow the terminal.
+        wide = max((len(r.id) for r in records), default=2) if column == "id" else None
+        table.add_column(column, no_wrap=column == "id", min_width=wide)
     for r in records:
         budget = r.limits.budget
         row = [

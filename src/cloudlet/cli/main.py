@@ -44,5 +44,20 @@ def main(
     """Your own small AI cloud: open models behind one OpenAI-compatible API."""
 
 
+def command() -> typer.core.TyperGroup:
+    """The CLI as a command, with flags shown without a type: typer labels every flag (and
+    --help) ``<bool>``, which reads as if it took a value."""
+    root = typer.main.get_command(app)
+    assert isinstance(root, typer.core.TyperGroup)
+    pending: list[typer.core.TyperCommand | typer.core.TyperGroup] = [root]
+    while pending:
+        cmd = pending.pop()
+        pending.extend(getattr(cmd, "commands", {}).values())
+        for param in [*cmd.params, cmd.get_help_option(typer.Context(cmd))]:
+            if isinstance(param, typer.core.TyperOption) and param.is_flag:
+                param.metavar = ""
+    return root
+
+
 def run() -> None:
-    app()
+    command()()

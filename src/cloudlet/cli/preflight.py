@@ -1,11 +1,12 @@
 """What `cloudlet serve` checks before it binds a port or loads a model, each failure one line
 with its own exit code (also listed in ``cloudlet serve --help`` and the README):
 
-    1  anything else (the port is taken, …)
+    1  anything else
     2  a bad spec, or a ``${VAR}`` in a storage URL that is not set
     3  the openness policy refuses a model (``on_violation: refuse``)
     4  the ledger's database cannot be reached or opened
     5  the server would be reachable from the network with no way to authenticate
+    6  the address is taken (checked in :mod:`cloudlet.cli.serve`, once these passed)
 
 The server's own start-up checks the same again (it fails closed without this module); doing
 it here first turns each case into one clear line instead of a traceback.

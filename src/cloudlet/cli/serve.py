@@ -20,6 +20,8 @@ from cloudlet import __version__
 from cloudlet.api.drain import DrainState
 from cloudlet.cli.common import (
     EXIT_BAD_SPEC,
+    EXIT_CANNOT_LISTEN,
+    EXIT_POLICY,
     ConfigOption,
     console,
     fail,
@@ -29,6 +31,7 @@ from cloudlet.cli.common import (
 from cloudlet.cli.preflight import preflight
 from cloudlet.cli.server import DrainingServer
 from cloudlet.config import Spec
+from cloudlet.config.remote import missing_env
 from cloudlet.engines.base import Engine
 from cloudlet.engines.sources import resolve_source
 from cloudlet.errors import CloudletError, ModelNotPermitted, SpecError
@@ -36,7 +39,6 @@ from cloudlet.gateway.catalog import Catalog
 from cloudlet.gateway.pipeline import Pipeline
 
 log = logging.getLogger("cloudlet.serve")
-EXIT_POLICY = 3
 
 
 def serve(
@@ -70,16 +72,22 @@ def serve(
 ) -> None:
     """Serve the spec's models behind an OpenAI-compatible API.
 
-    Exit codes: 1 other failures (e.g. the port is taken); 2 bad spec, or an unset ${VAR} in a
-    storage URL; 3 the openness policy refuses a model; 4 the ledger's database cannot be
-    reached; 5 reachable from the network (--host not loopback) with no way to authenticate
-    (set CLOUDLET_ADMIN_KEY or create a key with `cloudlet keys create`).
+    Exit codes: 1 other failures; 2 bad spec, or an unset ${VAR} in a storage URL; 3 the
+    openness policy refuses a model; 4 the ledger's database cannot be reached; 5 reachable
+    from the network (--host not loopback) with no way to authenticate (set
+    CLOUDLET_ADMIN_KEY or create a key with `cloudlet keys create`); 6 the port is taken.
     """
     spec = spec_or_exit(
         config,
         {"server.host": host, "server.port": port, "server.log_level": log_level},
     )
     for model in spec.models:
+        for field, name in missing_env(model.api_key, model.headers, os.environ):
+            fail(
+                f"model {model.name!r}: {field} refers to ${{{name}}}, which is not set in the "
+                "environment",
+                EXIT_BAD_SPEC,
+            )
         if cluster or model.engine != "llamacpp" or not model.source:
             continue
         try:
@@ -89,6 +97,7 @@ def serve(
     setup_logging(spec.server.log_level, spec.server.engine_log_level)
     catalog = _checked_catalog(spec)
     admin_key = os.environ.get("CLOUDLET_ADMIN_KEY") or None
+    listener = _listen(spec.server.host, spec.server.port)  # before loading anything
     preflight(spec, admin_key)  # storage reachable, ${VAR}s set, auth fails closed (exit 2/4/5)
 
     from cloudlet.api import create_app
@@ -122,11 +131,28 @@ def serve(
         ),
     )
     try:
-        server.run()
-    except SystemExit:  # uvicorn's exit 3 (cannot bind, app start failed) is our policy code
+        server.run(sockets=[listener])
+    except SystemExit:  # uvicorn's exit 3 (app start failed) is our policy code
         raise typer.Exit(1) from None
     if not server.started:
         raise typer.Exit(1)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound now: a taken port is one line and its own exit code."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        fail(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+            "(another server there? choose one with --port)",
+            EXIT_CANNOT_LISTEN,
+        )
+    return sock
 
 
 def _cluster_parts(

@@ -16,6 +16,7 @@ their cost. ``--csv FILE`` also writes every request's row
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime
 from decimal import Decimal
@@ -80,7 +81,12 @@ def usage(
 
 async def _write_csv(lg: Ledger, path: Path, since: datetime | None) -> None:
     if str(path) == "-":
-        await lg.write_csv(sys.stdout, since=since)
+        try:
+            await lg.write_csv(sys.stdout, since=since)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `usage --csv - | head`: the reader had enough, not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # quiet at exit
+            raise typer.Exit(0) from None
         return
     with path.open("w", newline="", encoding="utf-8") as out:
         count = await lg.write_csv(out, since=since)

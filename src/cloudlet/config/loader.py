@@ -12,6 +12,7 @@ and what was expected.
 from __future__ import annotations
 
 import os
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from cloudlet.config.spec import ModelSpec, ServerSpec, Spec
+from cloudlet.config.spec import Spec
 from cloudlet.errors import SpecError
 
 DEFAULT_SPEC_FILE = "cloudlet.yaml"
@@ -42,11 +43,18 @@ def load_spec(
         path = env[ENV_PREFIX + "CONFIG"]
     if path is None and Path(DEFAULT_SPEC_FILE).is_file():
         path = DEFAULT_SPEC_FILE
-    source = str(path) if path is not None else "the built-in defaults"
+    env_values = _env_overrides(env)
+    flags = any(v is not None for v in (overrides or {}).values())
+    if path is not None:
+        source = str(path)
+    elif env_values:
+        source = "the CLOUDLET_* environment variables"
+    else:
+        source = "the command line" if flags else "the built-in defaults"
 
     data = _read_file(Path(path)) if path is not None else {}
     origin: dict[_Path, str] = {}
-    for key, value in _env_overrides(env).items():
+    for key, value in env_values.items():
         _set(data, key, value, source)
         origin[key] = ENV_PREFIX + "__".join(str(p).upper() for p in key)
     for dotted, value in (overrides or {}).items():
@@ -147,11 +155,27 @@ def _problems(exc: ValidationError, origin: dict[_Path, str]) -> list[tuple[str,
 
 
 def _expected_fields(loc: tuple[Any, ...]) -> str:
-    owners: dict[str, type[BaseModel]] = {"server": ServerSpec, "models": ModelSpec}
-    owner = owners.get(str(loc[0])) if len(loc) > 1 else Spec
+    """The fields of the model that holds the unknown one (``price:``'s, not the model's)."""
+    owner: type[BaseModel] | None = Spec
+    for part in loc[:-1]:
+        if isinstance(part, int) or owner is None:
+            continue  # a list item: the model is the list's
+        field = owner.model_fields.get(part)
+        owner = _model_in(field.annotation) if field is not None else None
     if owner is None:
         return ""
     return "; expected one of: " + ", ".join(owner.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation (``X``, ``X | None``, ``list[X]``...)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def _resolve_relative_files(spec: Spec, base: Path) -> Spec:

@@ -12,6 +12,7 @@ Validation messages about these fields never repeat the value they reject.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -52,6 +53,20 @@ def check_api_key(value: str | None) -> str | None:
             "keys are not written into spec files"
         )
     return value
+
+
+def missing_env(
+    api_key: str | None, headers: dict[str, str], environ: Mapping[str, str]
+) -> list[tuple[str, str]]:
+    """(field, variable) for each ``${VAR}`` that ``environ`` does not set."""
+    fields = [("api_key", api_key)] if api_key is not None else []
+    fields += [(f"headers.{name}", value) for name, value in headers.items()]
+    return [
+        (field, name)
+        for field, value in fields
+        for name in ENV_REF.findall(value)
+        if name not in environ
+    ]
 
 
 def check_headers(value: dict[str, str]) -> dict[str, str]:

@@ -40,7 +40,6 @@ from cloudlet.domain import (
     GenerationRequest,
     ModelId,
     ModelInfo,
-    SamplingParams,
 )
 from cloudlet.engines.llamacpp_common import PromptRenderer, default_threads, grammar_for
 from cloudlet.engines.llamacpp_logging import route_llama_logs
@@ -142,29 +141,12 @@ class BatchedLlamaCppEngine:
             loop=asyncio.get_running_loop(),
             name=self._spec.name,
         )
+        first_decode(safe=self._safe)  # the test-only fault hook fires here, outside the thread
         self._scheduler.start()
-        await self._warm_up()
-
-    async def _warm_up(self) -> None:
-        """Decode once before serving: a prompt of a few dozen tokens (a multi-row matmul, as
-        prefill runs) and two generated tokens. A CPU kernel that crashes does so here, while
-        the model loads, where the supervisor restarts the worker in safe mode, rather than on
-        a client's first request. The warm-up is not counted as a request."""
-        first_decode(safe=self._safe)
-        prompt = " ".join(["cloudlet warms up the engine before the first request."] * 4)
-        request = GenerationRequest(
-            model=ModelId(self._spec.name),
-            prompt=prompt,
-            max_tokens=2,
-            sampling=SamplingParams(temperature=0.0),
-        )
-        try:
-            async for _ in await self.generate(request):
-                pass
-        except ContextLengthExceeded:  # a context too small for it: nothing to warm up with
-            return
-        finally:
-            self._requests = 0
+        # The first decode (the warm-up, which also measures the job prior) runs before the
+        # engine reports ready: a CPU kernel that crashes does so while the model loads, where
+        # the supervisor restarts the worker in safe mode, not on a client's first request.
+        await self._scheduler.warmed()  # the job prior, so spill works from the first burst
 
     def _load(self, path: str) -> None:
         """Load the weights and create the context (on a worker thread: this blocks)."""

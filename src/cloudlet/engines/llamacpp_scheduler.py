@@ -29,6 +29,7 @@ from typing import Any
 import llama_cpp
 
 from cloudlet.domain import Finished, FinishReason, TextDelta, Usage
+from cloudlet.engines import llamacpp_warmup
 from cloudlet.engines.llamacpp_sampling import TokenPieces
 from cloudlet.engines.llamacpp_slots import BatchJob, Event, Run, Slots
 from cloudlet.engines.rates import RateMeter
@@ -86,6 +87,9 @@ class Scheduler:
         self._outbox: list[tuple[BatchJob, Event]] = []
         self._steps: deque[tuple[float, int, float]] = deque()  # (end, tokens, seconds)
         self._rates = RateMeter()
+        self._costs: llamacpp_warmup.StepCosts | None = None  # measured by the warm-up
+        self._budget = [0, 0]  # max_tokens and prompt tokens of the outstanding jobs
+        self._warmed = threading.Event()
         self._thread = threading.Thread(target=self._main, name=f"decode-{name}", daemon=True)
 
     # --- the event loop's side ------------------------------------------------------------
@@ -93,13 +97,33 @@ class Scheduler:
     def start(self) -> None:
         self._thread.start()
 
+    async def warmed(self) -> None:
+        """Wait (off the event loop) until the warm-up has run: then estimates hold from the
+        first request on."""
+        await asyncio.to_thread(self._warmed.wait)
+
+    @property
+    def costs(self) -> llamacpp_warmup.StepCosts | None:
+        """The warm-up's measured step costs (None before it ran, or if it failed)."""
+        return self._costs
+
     def job_seconds(self) -> float:
-        """Typical time a job holds a slot: the recent average, else the oldest job's age."""
+        """Typical time a job holds a slot: the recent average of jobs that ended; before the
+        first one ends, the warm-up's prior for the jobs in hand (their token budgets), or the
+        oldest running job's age when that is longer already."""
         if self.stats.job_seconds:
             return self.stats.job_seconds
         now = time.monotonic()
         ages = [now - run.started for slot in self._slots.all if (run := slot.run) is not None]
-        return max(ages, default=0.0)
+        return max(self.prior_job_seconds(), max(ages, default=0.0))
+
+    def prior_job_seconds(self) -> float:
+        """What the warm-up predicts for the outstanding jobs (0 before it ran, or when idle)."""
+        costs, outstanding = self._costs, self.stats.outstanding
+        if costs is None or outstanding <= 0:
+            return 0.0
+        tokens, prompt = self._budget
+        return costs.job_seconds(tokens / outstanding, prompt / outstanding, self.parallel)
 
     def is_full(self, queue_size: int) -> bool:
         """Whether every slot is taken and ``queue_size`` jobs already wait for one."""
@@ -111,6 +135,8 @@ class Scheduler:
             if self.is_full(queue_size) or self._stopping:
                 return False
             self.stats.outstanding += 1
+            self._budget[0] += job.max_tokens
+            self._budget[1] += len(job.tokens)
             self._incoming.append(job)
             self._cond.notify()
         return True
@@ -126,8 +152,21 @@ class Scheduler:
 
     # --- the decode thread ----------------------------------------------------------------
 
+    def _warm_up(self) -> None:
+        """Measure the step costs the job prior needs (see :mod:`llamacpp_warmup`)."""
+        try:
+            self._costs = llamacpp_warmup.measure(
+                self._ctx, self._batch, self._vocab, self.parallel, self._n_batch
+            )
+        except Exception:  # no prior: the estimate waits for the first measured job
+            log.warning("warm-up failed; queue waits are estimated once a job ends", exc_info=True)
+        finally:
+            self._warmed.set()
+        log.debug("warm-up: %s", self._costs)
+
     def _main(self) -> None:
         try:
+            self._warm_up()
             while self._next_round():
                 try:
                     self._step()
@@ -289,6 +328,8 @@ class Scheduler:
             self._outbox.append((job, last))
         with self._cond:
             self.stats.outstanding -= 1
+            self._budget[0] -= job.max_tokens
+            self._budget[1] -= len(job.tokens)
 
     def _measure(self, started: float, tokens: int) -> None:
         now = time.monotonic()

@@ -23,6 +23,7 @@ from cloudlet.domain import (
     GenerationRequest,
     ModelInfo,
 )
+from cloudlet.engines import openai_reply as reply
 from cloudlet.engines import openai_wire as wire
 from cloudlet.engines.openai_stream import PrimedStream
 from cloudlet.errors import (
@@ -116,25 +117,27 @@ class OpenAIReplica:
             extensions={"timeout": timeouts or engine.timeouts},
         )
 
-    async def _call(self, path: str, body: object, timeout_s: float) -> httpx.Response:
-        """One request read in full, with an overall timeout."""
+    async def _call(
+        self, path: str, body: object, timeout_s: float
+    ) -> tuple[int, bytes, httpx.Headers]:
+        """One request read in full (bounded), with an overall timeout."""
         timeouts = httpx.Timeout(timeout_s).as_dict()
         async with self._http() as transport:
             async with asyncio.timeout(timeout_s):
                 response = await transport.handle_async_request(self._request(path, body, timeouts))
                 try:
-                    await response.aread()
+                    raw = await _read(response, reply.MAX_BODY_BYTES, self.name)
                 finally:
                     await response.aclose()
-        return response
+        return response.status_code, raw, response.headers
 
     async def probe(self, timeout_s: float) -> bool:
         """Active health check: does ``GET /models`` answer 200?"""
         try:
-            response = await self._call("/models", None, timeout_s)
+            status, _, _ = await self._call("/models", None, timeout_s)
         except (httpx.HTTPError, CloudletError, TimeoutError):
             return False
-        return response.status_code == 200
+        return status == 200
 
     # --- admission ---------------------------------------------------------------------------
 
@@ -211,9 +214,18 @@ class OpenAIReplica:
                 raise UpstreamError(f"{self.name} is unreachable ({name})") from exc
             try:
                 if response.status_code != 200:
-                    raw = await response.aread()
-                    raise wire.status_error(response.status_code, raw, response.headers, self.name)
-                parser = wire.StreamParser(self.name, prompt_estimate)
+                    raw = await _read(response, reply.MAX_BODY_BYTES, self.name)
+                    raise reply.status_error(response.status_code, raw, response.headers, self.name)
+                parser = reply.StreamParser(self.name, prompt_estimate)
+                if _is_json(response):  # a whole completion instead of a stream: take it
+                    delta = parser.feed_body(await _read(response, reply.MAX_BODY_BYTES, self.name))
+                    if delta is not None:
+                        yield delta
+                    yield parser.finish()
+                    return
+                idle_s = self._engine.spec.timeouts.read_s
+                last = time.monotonic()
+                seen = 0
                 rest = b""
                 async for data in response.aiter_raw():  # identity-encoded: split as bytes
                     *lines, rest = (rest + data).split(b"\n")
@@ -221,6 +233,14 @@ class OpenAIReplica:
                         delta = parser.feed(line)
                         if delta is not None:
                             yield delta
+                    # Comments and keep-alives are silence: only chunks reset the idle clock.
+                    now = time.monotonic()
+                    if parser.data_lines != seen:
+                        seen, last = parser.data_lines, now
+                    elif now - last > idle_s:
+                        raise UpstreamTimeout(f"{self.name} sent nothing but keep-alives")
+                    if len(rest) > reply.MAX_LINE_BYTES:
+                        raise UpstreamError(f"{self.name} sent a line without end")
                 # Read to the end even after [DONE]: a response left unread loses its
                 # keep-alive connection, and every request would pay for a new one.
                 parser.feed(rest)
@@ -244,25 +264,30 @@ class OpenAIReplica:
         await self._acquire()
         started = time.monotonic()
         try:
-            response = await self._call("/embeddings", body, spec.timeouts.first_token_s)
+            timeout_s = spec.timeouts.first_token_s
+            status, raw, headers = await self._call("/embeddings", body, timeout_s)
         except (httpx.TimeoutException, TimeoutError) as exc:
             raise UpstreamTimeout(f"{self.name} timed out") from exc
         except httpx.HTTPError as exc:
             raise UpstreamError(f"{self.name} is unreachable ({type(exc).__name__})") from exc
         finally:
             self._release(started)
-        if response.status_code != 200:
-            raise wire.status_error(
-                response.status_code, response.content, response.headers, self.name
-            )
-        try:
-            payload = response.json()
-            rows = sorted(payload["data"], key=lambda row: row["index"])
-            vectors = [[float(x) for x in row["embedding"]] for row in rows]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise UpstreamError(f"{self.name} sent an invalid embeddings response") from exc
-        usage = wire.parse_usage(payload.get("usage"))  # garbage counts are not charged
-        tokens = usage.prompt_tokens if usage is not None and usage.prompt_tokens else None
-        if tokens is None:
-            tokens = sum(wire.estimate_tokens(t) for t in texts)
-        return EmbeddingResult(vectors=vectors, prompt_tokens=tokens)
+        if status != 200:
+            raise reply.status_error(status, raw, headers, self.name)
+        return reply.embeddings(raw, texts, self.name)
+
+
+def _is_json(response: httpx.Response) -> bool:
+    return "json" in response.headers.get("content-type", "").lower()
+
+
+async def _read(response: httpx.Response, limit: int, where: str) -> bytes:
+    """The body, up to ``limit`` bytes: an upstream cannot make us hold more."""
+    parts: list[bytes] = []
+    size = 0
+    async for data in response.aiter_raw():
+        size += len(data)
+        if size > limit:
+            raise UpstreamError(f"{where} sent a body over {limit >> 20} MiB")
+        parts.append(data)
+    return b"".join(parts)

@@ -1,34 +1,17 @@
-"""The OpenAI wire format as a remote engine speaks it: request bodies out, SSE chunks in.
+"""The OpenAI wire format as a remote engine speaks it: request bodies out.
 
 Bodies are built from the domain request alone, field by field: nothing a client sent beyond
 what :class:`~cloudlet.domain.GenerationRequest` holds can reach an upstream, and the model
-name sent is the spec's ``upstream_model``, never the client's. Upstream HTTP failures are
-translated here into the error tree; messages name the model and replica, never a URL.
+name sent is the spec's ``upstream_model``, never the client's. What comes back is read in
+:mod:`cloudlet.engines.openai_reply`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Mapping
 from typing import Any
 
-from cloudlet.domain import (
-    Finished,
-    FinishReason,
-    GenerationRequest,
-    SamplingParams,
-    TextDelta,
-    Usage,
-)
-from cloudlet.errors import (
-    CloudletError,
-    ContextLengthExceeded,
-    EngineOverloaded,
-    InvalidRequest,
-    UpstreamError,
-    UpstreamRateLimited,
-)
+from cloudlet.domain import GenerationRequest, SamplingParams
 
 _DEFAULTS = SamplingParams()
 _CHARS_PER_TOKEN = 4  # the usual rule of thumb for English BPE vocabularies
@@ -39,8 +22,6 @@ BOUND_MESSAGE_OVERHEAD = 16
 #: Tokens a request may carry beyond its messages: BOS, the generation prompt, and a default
 #: system prompt some templates insert (SmolLM2's is 19 tokens with its wrapper).
 BOUND_REQUEST_OVERHEAD = 64
-#: Counts an upstream reports above this are garbage, not usage (the ledger's columns are int32).
-_MAX_COUNT = 2**31 - 1
 
 
 def estimate_tokens(text: str) -> int:
@@ -78,25 +59,6 @@ def prompt_token_bound(request: GenerationRequest) -> int:
     return total
 
 
-def parse_usage(value: object) -> Usage | None:
-    """An upstream's ``usage`` object, or ``None`` when it is not one: counts that are missing,
-    not integers, negative or absurd are garbage, and garbage is not charged (the caller
-    counts for itself instead)."""
-    if not isinstance(value, dict):
-        return None
-    counts = []
-    for name in ("prompt_tokens", "completion_tokens"):
-        count = value.get(name, 0)
-        if count is None:
-            count = 0
-        if isinstance(count, float) and count.is_integer():
-            count = int(count)
-        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= _MAX_COUNT:
-            return None
-        counts.append(count)
-    return Usage(counts[0], counts[1])
-
-
 def generation_body(request: GenerationRequest, upstream_model: str) -> dict[str, Any]:
     """The JSON body for ``/chat/completions`` (messages) or ``/completions`` (prompt)."""
     body: dict[str, Any] = {"model": upstream_model, "stream": True}
@@ -130,119 +92,3 @@ def generation_body(request: GenerationRequest, upstream_model: str) -> dict[str
         schema = {"name": "response", "schema": fmt.schema or {}}
         body["response_format"] = {"type": "json_schema", "json_schema": schema}
     return body
-
-
-def finish_reason(value: object) -> FinishReason:
-    return "length" if value == "length" else "stop"
-
-
-def parse_chunk(data: bytes | str, where: str) -> dict[str, Any]:
-    try:
-        chunk = json.loads(data)
-    except ValueError as exc:
-        raise UpstreamError(f"{where} sent a chunk that is not JSON") from exc
-    if not isinstance(chunk, dict):
-        raise UpstreamError(f"{where} sent a chunk that is not a JSON object")
-    if "error" in chunk:
-        raise UpstreamError(f"{where} failed mid-stream: {_message(chunk)}")
-    return chunk
-
-
-def chunk_text(chunk: Mapping[str, Any]) -> tuple[str, object]:
-    """The text and finish_reason of a chat or completion chunk ('' / None when absent)."""
-    choices = chunk.get("choices") or ()
-    if not choices or not isinstance(choices[0], dict):
-        return "", None
-    choice = choices[0]
-    delta = choice.get("delta")
-    text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
-    return (text if isinstance(text, str) else ""), choice.get("finish_reason")
-
-
-class StreamParser:
-    """Upstream SSE lines → text deltas, then one :class:`Finished`.
-
-    Usage comes from the upstream's last chunk (``stream_options.include_usage``); an upstream
-    that ignores the option gets its usage counted here: the prompt estimated, one completion
-    token per text chunk (servers stream about one token per chunk).
-    """
-
-    def __init__(self, where: str, prompt_estimate: int) -> None:
-        self._where = where
-        self._prompt_estimate = prompt_estimate
-        self._reason: FinishReason | None = None
-        self._usage: Usage | None = None
-        self._deltas = 0
-        self.done = False
-
-    def feed(self, line: bytes) -> TextDelta | None:
-        if self.done or not line.startswith(b"data:"):
-            return None  # blank lines, comments, event: fields
-        data = line[5:].strip()
-        if data == b"[DONE]":
-            self.done = True
-            return None
-        chunk = parse_chunk(data, self._where)
-        text, finish = chunk_text(chunk)
-        if finish is not None:
-            self._reason = finish_reason(finish)
-        usage = parse_usage(chunk.get("usage"))
-        if usage is not None:
-            self._usage = usage
-        if not text:
-            return None
-        self._deltas += 1
-        return TextDelta(text)
-
-    def finish(self) -> Finished:
-        """The last event; an upstream that closed before ``[DONE]`` or a finish_reason broke
-        off, and that is an error, not a short answer."""
-        if self._reason is None and not self.done:
-            raise UpstreamError(f"{self._where} ended the stream before it was complete")
-        usage = self._usage or Usage(self._prompt_estimate, self._deltas)
-        return Finished(self._reason or "stop", usage)
-
-
-def status_error(status: int, body: bytes, headers: Mapping[str, str], where: str) -> CloudletError:
-    """The error for an upstream's non-2xx answer; only 4xx caused by the request are the
-    client's (400, 413, 422), everything else is the upstream's and may fail over."""
-    try:
-        parsed: object = json.loads(body) if body else {}
-    except ValueError:
-        parsed = {}
-    message = _message(parsed) if isinstance(parsed, dict) else ""
-    if status == 429:
-        return UpstreamRateLimited(
-            f"{where} is rate limited", retry_after=_retry_after(headers.get("retry-after"))
-        )
-    if status in (400, 413, 422):
-        code = parsed.get("error", {}).get("code") if isinstance(parsed, dict) else None
-        cls = ContextLengthExceeded if code == "context_length_exceeded" else InvalidRequest
-        return cls(f"{where} refused the request: {message or status}")
-    if status == 503 and _code(parsed) == "engine_overloaded":  # a cloudlet worker's full queue
-        retry_after = _retry_after(headers.get("retry-after"))
-        return EngineOverloaded(f"{where} is overloaded: {message}", retry_after=retry_after)
-    if status in (401, 403):
-        return UpstreamError(f"{where} refused cloudlet's credentials (HTTP {status})")
-    if status == 404:
-        return UpstreamError(f"{where} does not serve the configured model (HTTP 404)")
-    return UpstreamError(f"{where} failed with HTTP {status}")
-
-
-def _code(parsed: object) -> object:
-    error = parsed.get("error") if isinstance(parsed, dict) else None
-    return error.get("code") if isinstance(error, dict) else None
-
-
-def _message(parsed: Mapping[str, Any]) -> str:
-    error = parsed.get("error")
-    if isinstance(error, dict):
-        error = error.get("message")
-    return str(error)[:500] if error else ""
-
-
-def _retry_after(value: str | None) -> int:
-    try:
-        return max(1, math.ceil(float(value))) if value else 1
-    except ValueError:
-        return 1

@@ -20,7 +20,7 @@ from typing import Any
 
 from cloudlet.domain import Finished, GenerationEvent, GenerationRequest, TextDelta, Usage
 from cloudlet.engines.openai_wire import prompt_token_bound
-from cloudlet.errors import CloudletError, EngineError
+from cloudlet.errors import CloudletError, UpstreamError
 from cloudlet.gateway.budget import Hold
 from cloudlet.gateway.pricing import cost
 from cloudlet.gateway.router import counts_against_breaker
@@ -60,7 +60,8 @@ class Metered(AsyncGenerator[GenerationEvent, None]):
             event = await self._events.__anext__()
         except StopAsyncIteration:
             await self._finish()
-            raise EngineError(
+            # An engine's stream ends with Finished; one without it broke: fail over.
+            raise UpstreamError(
                 f"model {self._target.name!r} ended a stream without events"
             ) from None
         except BaseException:

@@ -9,8 +9,8 @@ either waits in a local queue (``when_spent: queue``) or gets a 429 (``reject``)
 Errors raised before the first token (an engine's admission errors) fail over to the next
 replica or target, with backoff and full jitter, at most ``retry.max_attempts`` times; the
 client sees nothing of it. Each replica's circuit breaker counts the failures that say the
-upstream is unwell (unreachable, 5xx, timeouts), not load (429, a full queue) nor the client's
-own errors, which are returned at once.
+upstream is unwell (unreachable, 5xx, timeouts, malformed replies), not load (429, a full
+queue) nor the client's own errors, which are returned at once.
 """
 
 from __future__ import annotations

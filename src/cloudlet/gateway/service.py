@@ -150,7 +150,7 @@ class Gateway:
             target.load_error = exc.message
         except Exception as exc:
             log.exception("model %s failed to load", name)
-            target.load_error = str(exc)
+            target.load_error = str(exc) or type(exc).__name__
         else:
             target.loaded = True
             log.info("model %s ready (%s)", name, target.engine.info.engine)
@@ -163,14 +163,27 @@ class Gateway:
         for target in self._targets.values():
             target.loaded = False
 
+    def readiness(self) -> tuple[str, bool]:
+        """The server's state for ``/ready``, and whether that is ready to take traffic.
+
+        ``loading`` and ``failed`` (a model did not load: a broken spec or file, which a
+        rollout must stop on) are not ready. ``degraded`` (a model's every replica is down)
+        is: this process still answers, routes fail over to their other targets, and the
+        down model answers a clear 503; taking the gateway out of rotation would cut off the
+        healthy models and fix nothing upstream.
+        """
+        states = {_state(target) for target in self._targets.values()}
+        if not states or "loading" in states:
+            return "loading", False
+        if "failed" in states:
+            return "failed", False
+        if "restarting" in states:  # a local model's worker is coming back: not yet
+            return "restarting", False
+        return ("degraded" if "degraded" in states else "ready"), True
+
     @property
     def ready(self) -> bool:
-        """Every model loaded, and every local model's worker up."""
-        return bool(self._targets) and all(
-            t.loaded and (r.supervised is None or r.supervised.is_up())
-            for t in self._targets.values()
-            for r in t.replicas
-        )
+        return self.readiness()[1]
 
     def workers(self) -> dict[str, WorkerState]:
         """The worker process of each local model (models served in-process have none)."""
@@ -182,14 +195,18 @@ class Gateway:
         }
 
     def status(self) -> dict[str, str]:
-        """Per model and route: ``ready``, ``loading`` or ``failed: <why>``.
+        """Per model and route: ``ready``, ``loading``, ``degraded`` (loaded, every replica
+        down) or ``failed: <why>``.
 
-        A route is ready while any of its targets is.
+        A route is ready while any of its targets is, degraded while none is but one is up.
         """
         out = {name: _status(target) for name, target in self._targets.items()}
         for name in self._route_names:
             states = [out[t.name] for t in self._routes[name].targets]
-            out[name] = "ready" if "ready" in states else states[0]
+            if "ready" in states:
+                out[name] = "ready"
+            else:
+                out[name] = "degraded" if "degraded" in states else states[0]
         return out
 
     def stats(self) -> dict[str, EngineStats]:
@@ -341,11 +358,21 @@ class Gateway:
         )
 
 
+def _state(target: Target) -> str:
+    if not target.loaded:
+        return "failed" if target.load_error is not None else "loading"
+    target.sync()
+    if target.dynamic is not None and not target.replicas:
+        return "ready"  # scaled to zero: the first request wakes it
+    if any(r.supervised is not None and not r.supervised.is_up() for r in target.replicas):
+        return "restarting"
+    up = any(r.available() for r in target.replicas)
+    return "ready" if up else "degraded"
+
+
 def _status(target: Target) -> str:
-    if target.loaded:
-        for replica in target.replicas:
-            if replica.supervised is not None and not replica.supervised.is_up():
-                state = replica.supervised.worker_state()
-                return f"restarting: the worker {state.last_exit}" if state.last_exit else "loading"
-        return "ready"
-    return f"failed: {target.load_error}" if target.load_error is not None else "loading"
+    state = _state(target)
+    if state == "restarting":
+        worker = next(r.supervised for r in target.replicas if r.supervised is not None)
+        return f"restarting: the worker {worker.worker_state().last_exit}"
+    return f"failed: {target.load_error}" if state == "failed" else state

@@ -46,7 +46,7 @@ def test_chat_with_unknown_model_fails_clearly(
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["chat", "hi", "--model", "nope"])
     assert result.exit_code == 1
-    assert "no chat model 'nope'" in result.output
+    assert "no chat model or route 'nope'" in result.output
 
 
 def test_chat_against_an_unreachable_url_fails_clearly() -> None:

@@ -1,4 +1,9 @@
-"""GET /health (the process is alive) and GET /ready (every model is loaded)."""
+"""GET /health (the process is alive) and GET /ready (every model loaded; which are down).
+
+``/ready`` is 503 while a model loads, when one failed to load (``failed: <why>``) and while
+draining; 200 when ready, and also when ``degraded``: a model whose every replica is down does
+not take the gateway out of rotation (see :meth:`cloudlet.gateway.Gateway.readiness`).
+"""
 
 from __future__ import annotations
 
@@ -20,19 +25,18 @@ async def health(pipeline: PipelineDep) -> dict[str, str]:
 
 @router.get(
     "/ready",
-    summary="Readiness: 200 once every model is loaded and the counters store answers, else 503",
+    summary="Readiness: 200 once every model is loaded (also when one is degraded) and the "
+    "counters store answers, else 503",
 )
 async def ready(gateway: GatewayDep, request: Request) -> JSONResponse:
     draining = bool(request.app.state.drain.draining)
     stores = [await store.ready() for store in request.app.state.stores]
     storage_ok = all(stores)
-    ok = gateway.ready and not draining and storage_ok
+    status, ok = gateway.readiness()
     if draining:
-        status = "draining"
+        status, ok = "draining", False
     elif not storage_ok:
-        status = "storage unavailable"
-    else:
-        status = "ready" if ok else "loading"
+        status, ok = "storage unavailable", False
     body = {
         "status": status,
         "models": gateway.status(),

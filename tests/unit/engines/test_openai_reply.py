@@ -1,0 +1,194 @@
+"""Reading upstream replies: every malformed shape is an UpstreamError, nothing else escapes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cloudlet.domain import Finished, TextDelta, Usage
+from cloudlet.engines import openai_reply as reply
+from cloudlet.errors import (
+    ContextLengthExceeded,
+    InvalidRequest,
+    UpstreamError,
+    UpstreamRateLimited,
+)
+
+WHERE = "replica 0 of model 'm'"
+
+
+def feed(*chunks: object) -> list[object]:
+    parser = reply.StreamParser(WHERE, prompt_estimate=5)
+    events: list[object] = []
+    for chunk in chunks:
+        data = chunk if isinstance(chunk, bytes) else json.dumps(chunk).encode()
+        event = parser.feed(b"data: " + data)
+        if event is not None:
+            events.append(event)
+    events.append(parser.finish())
+    return events
+
+
+def text_chunk(text: str, reason: str | None = None) -> dict[str, object]:
+    return {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": reason}]}
+
+
+MALFORMED_CHUNKS = [
+    {"error": "overloaded"},  # TGI's shape
+    {"error": {"message": "boom"}},
+    {"choices": 5},
+    {"choices": {"a": 1}},
+    {"choices": ["x"]},
+    {"choices": [{"delta": "x"}]},
+    {"choices": [{"delta": {"content": 5}}]},
+    {"choices": [{"text": ["x"]}]},
+    {"choices": [{"delta": {"content": "x"}, "finish_reason": 3}]},
+    {"choices": [], "usage": {"prompt_tokens": "abc"}},
+    {"choices": [], "usage": {"prompt_tokens": -1, "completion_tokens": 2}},
+    {"choices": [], "usage": {"prompt_tokens": True}},
+    {"choices": [], "usage": {"prompt_tokens": 1e300}},
+    {"choices": [], "usage": "lots"},
+    [1, 2],
+    "text",
+]
+
+
+@pytest.mark.parametrize("chunk", MALFORMED_CHUNKS, ids=lambda c: json.dumps(c)[:40])
+def test_a_malformed_chunk_is_an_upstream_error(chunk: object) -> None:
+    with pytest.raises(UpstreamError, match="replica 0 of model 'm'"):
+        feed(chunk, text_chunk("hi", "stop"))
+
+
+@pytest.mark.parametrize("data", [b"{not json", b"\xff\xfe", b"[" * 100_000])
+def test_a_chunk_that_is_not_json_is_an_upstream_error(data: bytes) -> None:
+    with pytest.raises(UpstreamError):
+        feed(data)
+
+
+def test_null_fields_are_absent_fields() -> None:
+    events = feed(
+        {"error": None, "choices": None},
+        {"choices": [{"delta": None, "text": None}]},
+        {"choices": [{"delta": {"content": None}}], "usage": None},
+        text_chunk("hi", "length"),
+        {"choices": [], "usage": {"prompt_tokens": 3.0, "completion_tokens": None}},
+    )
+    assert events == [TextDelta("hi"), Finished("length", Usage(3, 0))]
+
+
+def test_a_stream_without_usage_is_counted_here() -> None:
+    assert feed(text_chunk("a"), text_chunk("b", "stop"))[-1] == Finished("stop", Usage(5, 2))
+
+
+def test_a_whole_completion_instead_of_a_stream_is_the_answer() -> None:
+    parser = reply.StreamParser(WHERE, prompt_estimate=5)
+    body = {
+        "object": "chat.completion",
+        "choices": [
+            {"message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 2},
+    }
+    assert parser.feed_body(json.dumps(body).encode()) == TextDelta("hello")
+    assert parser.finish() == Finished("stop", Usage(7, 2))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"error": "text"},
+        {"error": None},
+        {"choices": []},
+        {"choices": [{"message": 5}]},
+        {"choices": [{"message": {"content": "x"}}], "usage": {"prompt_tokens": "abc"}},
+    ],
+    ids=lambda b: json.dumps(b)[:40],
+)
+def test_a_malformed_whole_completion_is_an_upstream_error(body: object) -> None:
+    parser = reply.StreamParser(WHERE, prompt_estimate=5)
+    with pytest.raises(UpstreamError):
+        parser.feed_body(json.dumps(body).encode())
+
+
+@pytest.mark.parametrize("body", [b'{"error": "text"}', b'{"error": null}', b"[]", b"\xff", b""])
+@pytest.mark.parametrize("status", [400, 413, 422, 500, 503])
+def test_any_error_body_maps_by_status(body: bytes, status: int) -> None:
+    error = reply.status_error(status, body, {}, WHERE)
+    expected = InvalidRequest if status in (400, 413, 422) else UpstreamError
+    assert type(error) is expected
+
+
+def test_error_bodies_keep_their_meaning() -> None:
+    body = b'{"error": {"message": "too long", "code": "context_length_exceeded"}}'
+    error = reply.status_error(400, body, {}, WHERE)
+    assert isinstance(error, ContextLengthExceeded) and "too long" in error.message
+    tgi = reply.status_error(422, b'{"error": "Input validation error"}', {}, WHERE)
+    assert "Input validation error" in tgi.message
+    limited = reply.status_error(429, b"", {"retry-after": "nan"}, WHERE)
+    assert isinstance(limited, UpstreamRateLimited) and limited.retry_after == 1
+
+
+def test_embeddings_are_read_in_index_order() -> None:
+    body = {
+        "data": [{"index": 1, "embedding": [0, 1]}, {"index": 0, "embedding": [2.5, 3]}],
+        "usage": {"prompt_tokens": 4},
+    }
+    result = reply.embeddings(json.dumps(body).encode(), ["a", "b"], WHERE)
+    assert result.vectors == [[2.5, 3.0], [0.0, 1.0]] and result.prompt_tokens == 4
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"error": "text"},
+        {"data": 5},
+        {"data": [{"index": 0, "embedding": [1.0]}]},  # one for two inputs
+        {"data": [{"index": 0, "embedding": [1.0]}, {"index": 0, "embedding": [1.0]}]},
+        {"data": [{"index": 0, "embedding": [1.0]}, {"index": 1, "embedding": [1.0, 2.0]}]},
+        {"data": [{"index": 0, "embedding": ["x"]}, {"index": 1, "embedding": [1.0]}]},
+        {"data": [{"index": 0, "embedding": [True]}, {"index": 1, "embedding": [1.0]}]},
+        {"data": [{"index": 0, "embedding": [1.0]}, {"index": 5, "embedding": [1.0]}]},
+        {"data": [{"index": 0, "embedding": [1]}, {"index": 1, "embedding": [1]}], "usage": 3},
+    ],
+    ids=lambda b: json.dumps(b)[:48],
+)
+def test_malformed_embeddings_are_an_upstream_error(body: object) -> None:
+    with pytest.raises(UpstreamError):
+        reply.embeddings(json.dumps(body).encode(), ["a", "b"], WHERE)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    *("choices", "delta", "content", "text", "message", "usage", "error", "index"),
+                    *("prompt_tokens", "completion_tokens", "finish_reason", "data", "embedding"),
+                ]
+            ),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(JSON)
+def test_no_reply_shape_raises_anything_but_an_upstream_error(value: object) -> None:
+    data = json.dumps(value).encode()
+    for read in (
+        lambda: feed(data),
+        lambda: reply.StreamParser(WHERE, 1).feed_body(data),
+        lambda: reply.embeddings(data, ["a"], WHERE),
+        lambda: reply.status_error(400, data, {}, WHERE),
+    ):
+        with contextlib.suppress(UpstreamError):
+            read()
