@@ -17,6 +17,10 @@ default:
     Lines(lines)                a 200 event stream of exactly these lines, then the end
     JsonAnswer()                a whole JSON completion although a stream was asked for
     KeepAlive(every)            one word, then an SSE comment every `every` seconds, forever
+    BadUsage(usage)             a normal stream whose usage chunk carries `usage` verbatim
+
+`prompt_tokens`, when set, computes the prompt tokens reported from the request body (the
+default reports 11): tests that check budgets make it count like a worst-case tokenizer.
 
 Run as a script (`python tests/fakes_upstream.py --port 9000 [--delay-ms 300]`) it serves
 forever: the benchmarks' fake upstream (or fake cloud, with a delay).
@@ -29,7 +33,7 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,7 +96,25 @@ class KeepAlive:
     every: float = 0.1
 
 
-Fault = Ok | Status | Slow | Drop | Dead | Hold | NoUsage | Raw | Lines | JsonAnswer | KeepAlive
+@dataclass(frozen=True)
+class BadUsage:
+    usage: Any
+
+
+Fault = (
+    Ok
+    | Status
+    | Slow
+    | Drop
+    | Dead
+    | Hold
+    | NoUsage
+    | Raw
+    | Lines
+    | JsonAnswer
+    | KeepAlive
+    | BadUsage
+)
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many"}
 
 
@@ -112,6 +134,7 @@ class FakeUpstream:
     record: bool = True
     known: tuple[str, ...] | None = None  # model names served (None: any); others get 404
     requests: list[Recorded] = field(default_factory=list)
+    prompt_tokens: Callable[[Any], int] | None = None
 
     def __post_init__(self) -> None:
         self._faults: list[Fault] = []
@@ -283,11 +306,14 @@ class FakeUpstream:
         chunks.append(_chunk(body, {} if chat else "", reason, chat))
         usage_wanted = (body.get("stream_options") or {}).get("include_usage")
         if usage_wanted and not isinstance(fault, NoUsage):
-            usage = {
-                "prompt_tokens": 11,
+            prompt = self.prompt_tokens(body) if self.prompt_tokens is not None else 11
+            usage: Any = {
+                "prompt_tokens": prompt,
                 "completion_tokens": len(words),
-                "total_tokens": 11 + len(words),
+                "total_tokens": prompt + len(words),
             }
+            if isinstance(fault, BadUsage):
+                usage = fault.usage
             chunks.append(
                 {"id": "up-1", "object": "chat.completion.chunk", "choices": [], "usage": usage}
             )

@@ -18,7 +18,8 @@ translated at the boundary with ``raise ... from``.
     ├── AuthenticationError            401 invalid_request_error / invalid_api_key
     ├── PermissionDenied               403 permission_error
     │   ├── ModelNotPermitted          403 permission_error / model_not_permitted (policy)
-    │   └── ModelNotPermittedForKey    403 permission_error / model_not_permitted_for_key
+    │   ├── ModelNotPermittedForKey    403 permission_error / model_not_permitted_for_key
+    │   └── BudgetCurrencyMismatch     403 permission_error / budget_currency_mismatch
     ├── RateLimited                    429 rate_limit_error / rate_limit_exceeded (Retry-After)
     ├── BudgetExceeded                 429 insufficient_quota / budget_exceeded (Retry-After)
     ├── BudgetExhausted                429 insufficient_quota / cloud_budget_exhausted (Retry-After)
@@ -162,6 +163,13 @@ class ModelNotPermittedForKey(PermissionDenied):
 
     def __init__(self, message: str, *, param: str | None = "model") -> None:
         super().__init__(message, param=param)
+
+
+class BudgetCurrencyMismatch(PermissionDenied):
+    """A key's budget is in another currency than the deployment bills in (created before the
+    deployment's ``currency`` changed): it cannot be charged until an admin re-creates it."""
+
+    code = "budget_currency_mismatch"
 
 
 class RateLimited(CloudletError):

@@ -9,8 +9,10 @@ Three kinds of price meet here:
 
 * a cloud target's **list price** (``price: {input_per_mtok, output_per_mtok}`` in the spec);
 * a local model's **hardware price**: ``cost: {hardware_per_hour}`` divided by the engine's
-  measured throughput. A busy hour then costs exactly ``hardware_per_hour``; idle time is not
-  charged to anyone (it is the operator's, not a tenant's);
+  measured rates, prompt tokens by its prefill rate and generated ones by its decode rate,
+  each at the engine's capacity (:class:`Capacity`). A busy hour then costs exactly
+  ``hardware_per_hour``; idle time is not charged to anyone (it is the operator's, not a
+  tenant's), and the same request costs the same at idle and under load;
 * the **cloud-equivalent**: what the same tokens would have cost at a reference cloud price,
   so that a report can say what running locally saved. The default reference,
   :data:`DEFAULT_REFERENCE`, is an assumption, not a quote: 8B-class open models on hosted
@@ -21,16 +23,47 @@ Three kinds of price meet here:
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 NANO = Decimal("0.000000001")
 _MILLION = Decimal(1_000_000)
 _SECONDS_PER_HOUR = Decimal(3600)
 
-#: Used by a local model until its engine has measured its own rate: a modest CPU figure, so
-#: the first reservations err on the expensive (safe) side rather than on zero.
+#: A local model's decode rate (generated tokens per busy second, all sequences together)
+#: until its engine has measured its own: a modest CPU figure, so the first reservations err
+#: on the expensive (safe) side rather than on zero.
 FALLBACK_TOKENS_PER_SECOND = 20.0
+#: The same for prefill (prompt tokens evaluated per busy second): prompts are evaluated in
+#: batches, about ten times faster than tokens are generated on a CPU.
+FALLBACK_PROMPT_TOKENS_PER_SECOND = 200.0
+#: How fast a measured capacity is forgotten when the engine no longer reaches it.
+CAPACITY_HALF_LIFE_S = 3600.0
+
+
+#: The largest budget a key may have, per period: the counters keep money as integer nanos in
+#: Redis, whose Lua numbers are exact only up to 2^53 nanos (about 9 million).
+MAX_AMOUNT = Decimal(1_000_000)
+
+
+def parse_amount(text: str) -> Decimal:
+    """A money amount typed by a person (``"20.00"``): finite, at least 0, at most
+    :data:`MAX_AMOUNT`, at most nine decimal places. :class:`ValueError` says what is wrong."""
+    try:
+        value = Decimal(text.strip())
+    except (InvalidOperation, AttributeError):
+        raise ValueError(f"expected an amount such as 20.00, got {text!r}") from None
+    if not value.is_finite():
+        raise ValueError(f"expected a finite amount, got {text!r}")
+    if value < 0:
+        raise ValueError(f"expected an amount of at least 0, got {text!r}")
+    if value > MAX_AMOUNT:
+        raise ValueError(f"expected an amount of at most {MAX_AMOUNT}, got {text!r}")
+    if value != value.quantize(NANO, rounding=ROUND_HALF_EVEN):
+        raise ValueError(f"expected at most nine decimal places, got {text!r}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,31 +138,77 @@ class Price:
 DEFAULT_REFERENCE = Price(Decimal("0.18"), Decimal("0.18"), "USD")
 
 
-def local_price(
-    hardware_per_hour: Decimal, tokens_per_second: float, currency: str = "USD"
-) -> Price:
-    """The price of a token on hardware that costs ``hardware_per_hour`` and processes
-    ``tokens_per_second`` (the engine's measured rate per busy second, all requests together).
-
-    Input and output tokens get the same price: the engine's rate counts every token it
-    evaluates, so a busy hour then sums to ``hardware_per_hour``.
-    """
-    if tokens_per_second <= 0:
+def per_mtok(hardware_per_hour: Decimal, tokens_per_second: float) -> Decimal:
+    """The price of a million tokens on hardware that costs ``hardware_per_hour`` and
+    processes ``tokens_per_second`` of them, rounded up at nine decimals."""
+    if not tokens_per_second > 0:
         raise ValueError("tokens_per_second must be positive")
     rate = Decimal(repr(tokens_per_second))
-    per_mtok = (hardware_per_hour * _MILLION / (rate * _SECONDS_PER_HOUR)).quantize(
+    return (hardware_per_hour * _MILLION / (rate * _SECONDS_PER_HOUR)).quantize(
         NANO, rounding=ROUND_CEILING
     )
-    return Price(per_mtok, per_mtok, currency)
+
+
+def local_price(
+    hardware_per_hour: Decimal,
+    tokens_per_second: float,
+    currency: str = "USD",
+    *,
+    prompt_tokens_per_second: float | None = None,
+) -> Price:
+    """The price of tokens on hardware that costs ``hardware_per_hour``: prompt tokens at
+    ``prompt_tokens_per_second`` (prefill), generated ones at ``tokens_per_second`` (decode).
+
+    Each rate is per busy second of the engine, all requests together, so an hour spent
+    prefilling or decoding sums to ``hardware_per_hour``. Without a prefill rate, prompt
+    tokens cost what generated ones do.
+    """
+    output = per_mtok(hardware_per_hour, tokens_per_second)
+    prompt = prompt_tokens_per_second
+    return Price(per_mtok(hardware_per_hour, prompt) if prompt else output, output, currency)
+
+
+class Capacity:
+    """A rate the engine has shown it sustains: the highest smoothed rate it measured, let go
+    with a half-life of ``half_life_s`` while it measures less. Before any measurement it is
+    ``default``.
+
+    A batching engine's aggregate rate grows with its load (eight sequences decode several
+    times faster together than one alone). Pricing at the instant's rate would charge a
+    lone request at night for the whole idle machine and a busy hour's request for a slice:
+    the same request would cost several times more at idle. Pricing at capacity charges what
+    a token costs when the machine is used; idle time is the operator's, not a tenant's.
+    """
+
+    def __init__(
+        self, default: float, *, half_life_s: float = CAPACITY_HALF_LIFE_S, now: float = 0.0
+    ) -> None:
+        self.value = default
+        self.measured = False
+        self._half_life = half_life_s
+        self._at = now
+
+    def observe(self, rate: float, now: float) -> float:
+        """Take a smoothed measurement (0: none yet) made at ``now``; the capacity after it."""
+        if rate > 0:
+            if not self.measured:
+                self.value, self.measured = rate, True
+            else:
+                held = self.value * 0.5 ** (max(0.0, now - self._at) / self._half_life)
+                self.value = max(rate, held)
+            self._at = now
+        return self.value
 
 
 class LocalPricer:
-    """A local model's current price, from the engine's measured rate.
+    """A local model's current price, from the rates its engine measured.
 
-    The engine reports 0 until it has served something; the pricer then keeps the last rate it
-    saw, or the configured ``assumed_tokens_per_second``, or :data:`FALLBACK_TOKENS_PER_SECOND`.
-    Price a request once, at admission, and use that :class:`Price` both to reserve and to
-    settle, so that a rate change mid-request cannot push the real cost over the reservation.
+    Prompt tokens are priced by the engine's prefill rate, generated tokens by its decode rate,
+    each at its :class:`Capacity` (smoothed by the engine, held here). Until the engine has
+    measured, the configured ``assumed_*`` rates, else :data:`FALLBACK_TOKENS_PER_SECOND`
+    and :data:`FALLBACK_PROMPT_TOKENS_PER_SECOND`. Price a request once, at admission, and use
+    that :class:`Price` both to reserve and to settle, so that a rate change mid-request
+    cannot push the real cost over the reservation.
     """
 
     def __init__(
@@ -138,19 +217,37 @@ class LocalPricer:
         currency: str = "USD",
         *,
         assumed_tokens_per_second: float | None = None,
+        assumed_prompt_tokens_per_second: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        half_life_s: float = CAPACITY_HALF_LIFE_S,
     ) -> None:
         self.hardware_per_hour = hardware_per_hour
         self.currency = currency
-        self._rate = assumed_tokens_per_second or FALLBACK_TOKENS_PER_SECOND
-        self._priced: tuple[float, Price] | None = None  # (rate, its price): asked per request
+        self._clock = clock
+        now = clock()
+        decode = assumed_tokens_per_second or FALLBACK_TOKENS_PER_SECOND
+        prefill = assumed_prompt_tokens_per_second or FALLBACK_PROMPT_TOKENS_PER_SECOND
+        self.decode = Capacity(decode, half_life_s=half_life_s, now=now)
+        self.prefill = Capacity(prefill, half_life_s=half_life_s, now=now)
+        self._priced: tuple[float, float, Price] | None = None  # asked per request
 
-    def price(self, measured_tokens_per_second: float) -> Price:
-        if measured_tokens_per_second > 0:
-            self._rate = measured_tokens_per_second
+    def price(self, tokens_per_second: float, prompt_tokens_per_second: float = 0.0) -> Price:
+        """The price now, given the engine's smoothed decode and prefill rates (0: unknown)."""
+        now = self._clock()
+        decode = self.decode.observe(tokens_per_second, now)
+        prefill = self.prefill.observe(prompt_tokens_per_second, now)
         priced = self._priced
-        if priced is None or priced[0] != self._rate:
-            priced = self._priced = (
-                self._rate,
-                local_price(self.hardware_per_hour, self._rate, self.currency),
+        # Re-priced only when a rate moved by more than 1 %: one Decimal division per change.
+        if priced is None or not (_near(priced[0], decode) and _near(priced[1], prefill)):
+            price = local_price(
+                self.hardware_per_hour,
+                decode,
+                self.currency,
+                prompt_tokens_per_second=prefill,
             )
-        return priced[1]
+            priced = self._priced = (decode, prefill, price)
+        return priced[2]
+
+
+def _near(a: float, b: float) -> bool:
+    return abs(a - b) <= 0.01 * max(a, b)

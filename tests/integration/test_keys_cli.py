@@ -88,12 +88,35 @@ def test_create_prints_the_key_once_in_a_table(url: str) -> None:
     assert code == 2 and "--budget" in out
 
 
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--budget", "NaN"], "--budget"),
+        (["--budget", "-5"], "--budget"),
+        (["--budget", "1e30"], "--budget"),
+        (["--budget", "5", "--currency", "EUR"], "--currency"),
+        (["--tpm", str(2**31)], "--rpm/--tpm"),
+        (["--team", "a\x00b"], "--team"),
+    ],
+)
+def test_bad_money_and_limits_exit_2_naming_the_option(
+    url: str, args: list[str], option: str
+) -> None:
+    if args[0] == "--team":
+        args = ["--team", b"a\x00b".decode("unicode_escape")]
+    code, out = _invoke("keys", "create", "--team", "ops", *args, "--ledger", url)
+    assert code == 2 and option in out, out
+    code, out = _invoke("keys", "list", "--json", "--ledger", url)
+    assert json.loads(out) == []
+
+
 async def _write_rows(url: str) -> None:
     ledger = await Ledger.open(url)
     try:
         ledger.writer.record(row("1", cost="0.10", team="a", model="m1"))
         ledger.writer.record(row("2", cost="0.25", team="b", model="m1"))
         ledger.writer.record(row("3", cost="0.05", team="b", model="m2"))
+        ledger.writer.record(row("4", cost="0.50", team="b", model="m2", cloud=True))
     finally:
         await ledger.close()
 
@@ -103,18 +126,26 @@ def test_usage_reports_and_exports(url: str, tmp_path: Path) -> None:
     code, out = _invoke("usage", "--by", "model", "--json", "--ledger", url)
     assert code == 0, out
     assert json.loads(out) == [
+        {"model": "m2", "requests": 2, "prompt_tokens": 20, "completion_tokens": 10,
+         "cost": "0.55", "local_cost": "0.05", "cloud_cost": "0.5", "cloud_equivalent": "0.65",
+         "saved": "0.1", "currency": "USD"},
         {"model": "m1", "requests": 2, "prompt_tokens": 20, "completion_tokens": 10,
-         "cost": "0.35", "cloud_equivalent": "1.05", "currency": "USD"},
-        {"model": "m2", "requests": 1, "prompt_tokens": 10, "completion_tokens": 5,
-         "cost": "0.05", "cloud_equivalent": "0.15", "currency": "USD"},
+         "cost": "0.35", "local_cost": "0.35", "cloud_cost": "0", "cloud_equivalent": "1.05",
+         "saved": "0.7", "currency": "USD"},
     ]  # fmt: skip
     code, out = _invoke("usage", "--ledger", url)
-    assert code == 0 and "0.300000" in out and "total" in out and "0.400000" in out
+    assert code == 0 and "total" in out
+    # team b: local 0.25 + 0.05, cloud 0.50, cloud-equivalent 0.90 + 0.50, saved 0.60
+    assert "0.300000" in out and "0.500000" in out and "1.400000" in out and "0.600000" in out
+    # all: local 0.40, cloud 0.50, cloud-equivalent 1.70, saved 0.80
+    assert "0.400000" in out and "1.700000" in out and "0.800000" in out
     target = tmp_path / "rows.csv"
     code, out = _invoke("usage", "--csv", str(target), "--since", "3650d", "--ledger", url)
     assert code == 0
     with target.open() as f:
-        assert [r["request_id"] for r in csv.DictReader(f)] == ["1", "2", "3"]
+        exported = list(csv.DictReader(f))
+    assert [r["request_id"] for r in exported] == ["1", "2", "3", "4"]
+    assert [r["cloud"] for r in exported] == ["False", "False", "False", "True"]
     code, out = _invoke("usage", "--since", "last week", "--ledger", url)
     assert code == 2 and "--since" in out
 

@@ -38,8 +38,9 @@ def ups() -> Iterator[dict[str, FakeUpstream]]:
 def server(
     tmp_path_factory: pytest.TempPathFactory, ups: dict[str, FakeUpstream]
 ) -> Iterator[Server]:
-    # One dollar per token; a request reserves 5 (prompt estimate) + 3 (max_tokens) = 8 and the
-    # fake cloud reports 11 + 1 = 12 used: after one spill, 12 + 8 > 15 refuses the next.
+    # One dollar per token; a request reserves the prompt's bound (2 bytes of "hi", 4 of "user",
+    # 16 a message, 64 a request: 86) + 3 (max_tokens) = 89 and the fake cloud reports
+    # 11 + 1 = 12 used: after one spill, 12 + 89 > 95 refuses the next.
     config = f"""
 models:
   - name: local
@@ -58,12 +59,12 @@ routes:
     targets: [local, cloud]
     policy: local-first
     spill: {{max_queue_wait_ms: 0}}
-    cloud_budget: {{per_day: 15, currency: USD, when_spent: reject}}
+    cloud_budget: {{per_day: 95, currency: USD, when_spent: reject}}
   - name: spill-queue
     targets: [local, cloud]
     policy: local-first
     spill: {{max_queue_wait_ms: 0}}
-    cloud_budget: {{per_day: 15, currency: USD, when_spent: queue}}
+    cloud_budget: {{per_day: 95, currency: USD, when_spent: queue}}
 """
     srv = start_server(tmp_path_factory.mktemp("spill"), config)
     yield srv

@@ -25,9 +25,10 @@ from cloudlet.counters.base import Counters
 from cloudlet.counters.factory import open_counters, open_route_budgets
 from cloudlet.engines.base import Engine
 from cloudlet.gateway import Gateway
-from cloudlet.gateway.accounting import Accounting, Prices
+from cloudlet.gateway.accounting import Accounting
 from cloudlet.gateway.catalog import Catalog
 from cloudlet.gateway.pipeline import Pipeline
+from cloudlet.gateway.prices import Prices
 from cloudlet.gateway.tenancy import Tenancy
 from cloudlet.ledger.store import Ledger
 
@@ -147,9 +148,16 @@ async def _open_accounts(
     counters = open_counters(storage.counters, seed=ledger.spent_since)
     stack.push_async_callback(counters.close)
     pipeline.tenancy = Tenancy(ledger.keys, loopback=spec.server.is_loopback, admin_key=admin_key)
-    pipeline.accounting = Accounting(
-        counters, ledger.writer, Prices(spec.models, pipeline.gateway.stats)
+    accounting = Accounting(
+        counters,
+        ledger.writer,
+        Prices(spec.models, pipeline.gateway.stats),
+        currency=spec.currency,
     )
+    stack.push_async_callback(accounting.close)  # before the counters close
+    pipeline.accounting = accounting
+    # Route budgets start each period from what the ledger says it spent: restarts remember.
+    pipeline.gateway.seed_budgets(ledger.spent_on)
     log.info("ledger: %s; counters: %s", mask_url(ledger.url), mask_url(storage.counters))
     return ledger, counters
 

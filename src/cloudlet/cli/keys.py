@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -35,7 +34,7 @@ from cloudlet.counters.base import Period
 from cloudlet.errors import SpecError, StorageUnavailable
 from cloudlet.ledger.keys import KeyRecord
 from cloudlet.ledger.store import Ledger
-from cloudlet.pricing import Money
+from cloudlet.pricing import Money, parse_amount
 
 T = TypeVar("T")
 
@@ -115,14 +114,24 @@ def create(
     rpm: Annotated[int | None, typer.Option(min=1, help="Requests per minute.")] = None,
     tpm: Annotated[int | None, typer.Option(min=1, help="Tokens per minute.")] = None,
     budget: Annotated[str | None, typer.Option(help="Spending cap per period, e.g. 20.00.")] = None,
-    currency: Annotated[str, typer.Option(help="ISO 4217 code of the budget.")] = "USD",
+    currency: Annotated[
+        str | None,
+        typer.Option(help="ISO 4217 code of the budget: the deployment's (currency:)."),
+    ] = None,
     period: Annotated[PeriodChoice, typer.Option(help="Budget period (UTC).")] = PeriodChoice.month,
     json_: JsonOption = False,
     config: ConfigOption = None,
     ledger: LedgerOption = None,
 ) -> None:
     """Create an API key for a team. The key is printed once: store it now."""
-    money = _budget(budget, currency)
+    deployment = spec_or_exit(config).currency
+    if currency is not None and currency.upper() != deployment:
+        fail(f"--currency: this deployment bills in {deployment} (the spec's currency:)", 2)
+    money = _budget(budget, deployment)
+    if (rpm is not None and rpm > _INT32) or (tpm is not None and tpm > _INT32):
+        fail(f"--rpm/--tpm: at most {_INT32}", 2)
+    if not team or any(ord(c) < 32 or ord(c) == 127 for c in team) or len(team) > 128:
+        fail("--team: 1 to 128 printable characters", 2)
     scope = [m.strip() for m in models.split(",") if m.strip()] if models is not None else None
     if scope is not None and not scope:
         fail("--models: give at least one model name", 2)
@@ -183,18 +192,16 @@ def revoke(
     console().print(f"revoked {key_id}")
 
 
+_INT32 = 2**31 - 1
+
+
 def _budget(amount: str | None, currency: str) -> Money | None:
     if amount is None:
         return None
     try:
-        value = Decimal(amount)
-    except InvalidOperation:
-        fail(f"--budget: expected an amount such as 20.00, got {amount!r}", 2)
-    if not value.is_finite() or value < 0:
-        fail("--budget: expected a positive amount", 2)
-    if len(currency) != 3 or not currency.isalpha():
-        fail("--currency: expected an ISO 4217 code such as USD", 2)
-    return Money(value, currency.upper())
+        return Money(parse_amount(amount), currency)
+    except ValueError as exc:
+        fail(f"--budget: {exc}", 2)
 
 
 def _period(choice: PeriodChoice) -> Period:

@@ -3,8 +3,12 @@
     cloudlet usage [--since 7d] [--by team|model|target|key] [--json] [--csv FILE]
 
 The table (or, with ``--json``, a list of objects: the group field, requests, prompt_tokens,
-completion_tokens, cost, cloud_equivalent, currency; money as decimal strings) groups requests
-by team, model, target or key, per currency. ``--csv FILE`` also writes every request's row
+completion_tokens, cost, local_cost, cloud_cost, cloud_equivalent, saved, currency; money as
+decimal strings) groups requests by team, model, target or key, per currency. ``local`` is what
+ran on our own hardware cost (priced from its measured throughput), ``cloud`` what the
+``cloud: true`` targets charged, ``cloud equivalent`` what every one of these tokens would have
+cost at the reference cloud price, and ``saved`` the local requests' cloud-equivalent minus
+their cost. ``--csv FILE`` also writes every request's row
 (the ledger itself, for finance), ``-`` for standard output. The ledger is found as for
 ``cloudlet keys`` (``--config``, ``--ledger``).
 """
@@ -97,7 +101,15 @@ def _table(groups: list[UsageGroup], by: str, since: datetime | None) -> Table:
     title = f"usage since {since:%Y-%m-%d %H:%M} UTC" if since else "usage, all time"
     table = Table(title=title, show_header=True, header_style="bold")
     table.add_column(by)
-    for name in ("requests", "prompt tokens", "completion tokens", "cost", "cloud equivalent"):
+    for name in (
+        "requests",
+        "prompt tokens",
+        "completion tokens",
+        "local",
+        "cloud",
+        "cloud equivalent",
+        "saved",
+    ):
         table.add_column(name, justify="right")
     table.add_column("currency")
     for g in groups:
@@ -116,6 +128,9 @@ def _table(groups: list[UsageGroup], by: str, since: datetime | None) -> Table:
                 cloud_equivalent=sum(
                     (g.cloud_equivalent for g in same[1:]), same[0].cloud_equivalent
                 ),
+                local_cost=sum((g.local for g in same[1:]), same[0].local),
+                cloud_cost=sum((g.cloud for g in same[1:]), same[0].cloud),
+                saved=sum((g.savings for g in same[1:]), same[0].savings),
             )
             table.add_row("total", *_cells(total), currency, style="bold")
     return table
@@ -126,6 +141,8 @@ def _cells(g: UsageGroup) -> list[str]:
         str(g.requests),
         str(g.prompt_tokens),
         str(g.completion_tokens),
-        _money(g.cost.amount),
+        _money(g.local.amount),
+        _money(g.cloud.amount),
         _money(g.cloud_equivalent.amount),
+        _money(g.savings.amount),
     ]

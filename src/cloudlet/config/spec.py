@@ -227,6 +227,39 @@ class Spec(_Strict):
     )
     policy: PolicySpec = Field(default_factory=lambda: PolicySpec())
     storage: StorageSpec = Field(default_factory=lambda: StorageSpec())
+    currency: str = Field(
+        "USD",
+        pattern=r"^[A-Z]{3}$",
+        description="ISO 4217 code the deployment bills in: every price, cost, budget and key "
+        "budget is in it (amounts in different currencies are never converted)",
+    )
+
+    @model_validator(mode="after")
+    def _one_currency(self) -> Spec:
+        for i, model in enumerate(self.models):
+            where = f"models[{i}]"
+            found = []
+            if model.price is not None:
+                found.append((f"{where}.price.currency", model.price.currency))
+            elif model.cost is not None:
+                found.append((f"{where}.cost.currency", model.cost.currency))
+                ref = model.cost.cloud_equivalent
+                # The default reference price is a USD figure.
+                found.append(
+                    (f"{where}.cost.cloud_equivalent.currency", ref.currency)
+                    if ref is not None
+                    else (f"{where}.cost.cloud_equivalent", "USD")
+                )
+            else:  # the default hardware cost and reference price are USD figures
+                found.append((f"{where}.cost", "USD"))
+            for field, currency in found:
+                if currency != self.currency:
+                    raise ValueError(_currency_error(field, currency, self.currency))
+        for i, route in enumerate(self.routes):
+            if route.cloud_budget is not None and route.cloud_budget.currency != self.currency:
+                field = f"routes[{i}].cloud_budget.currency"
+                raise ValueError(_currency_error(field, route.cloud_budget.currency, self.currency))
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> Spec:
@@ -246,6 +279,15 @@ class Spec(_Strict):
 
     def model(self, name: str) -> ModelSpec | None:
         return next((m for m in self.models if m.name == name), None)
+
+
+def _currency_error(field: str, currency: str, deployment: str) -> str:
+    given = currency if field.endswith(".currency") else f"{currency} (the default)"
+    return (
+        f"{field}: {given}, but this deployment bills in {deployment} (currency:); "
+        "amounts are never converted: give every price, cost and budget in "
+        f"{deployment}, or set currency: {currency}"
+    )
 
 
 def _check_route(where: str, route: RouteSpec, models: dict[str, ModelSpec]) -> None:

@@ -160,7 +160,17 @@ class CostSpec(_Strict):
     hardware_per_hour: _Money = Field(description="what the machine (or its share) costs per hour")
     currency: str = Field("USD", pattern=_CURRENCY, description="ISO 4217 code")
     assumed_tokens_per_second: float | None = Field(
-        None, gt=0, description="throughput to assume until the engine has measured its own"
+        None,
+        gt=0,
+        le=1e9,
+        description="decode rate (generated tokens/s) to assume until the engine has measured "
+        "its own (default 20)",
+    )
+    assumed_prompt_tokens_per_second: float | None = Field(
+        None,
+        gt=0,
+        le=1e9,
+        description="prefill rate (prompt tokens/s) to assume until measured (default 200)",
     )
     cloud_equivalent: CloudPriceSpec | None = Field(
         None,
@@ -173,6 +183,7 @@ class CostSpec(_Strict):
             self.hardware_per_hour,
             self.currency,
             assumed_tokens_per_second=self.assumed_tokens_per_second,
+            assumed_prompt_tokens_per_second=self.assumed_prompt_tokens_per_second,
         )
 
     def reference(self) -> Price:

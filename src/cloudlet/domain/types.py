@@ -121,6 +121,10 @@ class EngineStats:
     prompt_tokens_cached: int = 0
     requests_total: int = 0
     job_seconds: float = 0.0  # the engine's estimate of one request's duration (0: unknown)
+    #: Prefill and decode rates, per busy second, smoothed over recent busy time (0: not
+    #: measured): what a local model's prompt and generated tokens are priced by.
+    prompt_tokens_per_second: float = 0.0
+    completion_tokens_per_second: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -223,6 +223,8 @@ class BatchedLlamaCppEngine:
             running=min(outstanding, self._parallel),
             capacity=self._parallel,
             tokens_per_second=s.tokens_per_second,
+            prompt_tokens_per_second=s.prompt_tokens_per_second,
+            completion_tokens_per_second=s.completion_tokens_per_second,
             estimated_queue_wait_s=wait,
             prompt_tokens_evaluated=s.prompt_tokens_evaluated,
             prompt_tokens_cached=s.prompt_tokens_cached,

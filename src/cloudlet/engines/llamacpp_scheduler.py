@@ -32,6 +32,7 @@ from cloudlet.domain import Finished, FinishReason, TextDelta, Usage
 from cloudlet.engines import llamacpp_warmup
 from cloudlet.engines.llamacpp_sampling import TokenPieces
 from cloudlet.engines.llamacpp_slots import BatchJob, Event, Run, Slots
+from cloudlet.engines.rates import RateMeter
 from cloudlet.errors import EngineError, EngineUnavailable
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ class SchedulerStats:
 
     outstanding: int = 0  # admitted and not yet finished (running + waiting)
     tokens_per_second: float = 0.0
+    prompt_tokens_per_second: float = 0.0  # prefill, smoothed (see engines/rates.py)
+    completion_tokens_per_second: float = 0.0  # decode, smoothed
     job_seconds: float = 0.0
     prompt_tokens_evaluated: int = 0
     prompt_tokens_cached: int = 0
@@ -83,6 +86,7 @@ class Scheduler:
         self._waiting: deque[BatchJob] = deque()  # decode thread only
         self._outbox: list[tuple[BatchJob, Event]] = []
         self._steps: deque[tuple[float, int, float]] = deque()  # (end, tokens, seconds)
+        self._rates = RateMeter()
         self._costs: llamacpp_warmup.StepCosts | None = None  # measured by the warm-up
         self._budget = [0, 0]  # max_tokens and prompt tokens of the outstanding jobs
         self._warmed = threading.Event()
@@ -276,6 +280,10 @@ class Scheduler:
         for run in prefilling:
             start = len(run.slot.cached)
             run.slot.cached.extend(run.job.tokens[start : start + run.chunk])
+        seconds = time.monotonic() - started
+        self._rates.step(sum(run.chunk for run in prefilling), len(decoding), seconds)
+        self.stats.prompt_tokens_per_second = self._rates.prompt_tokens_per_second
+        self.stats.completion_tokens_per_second = self._rates.completion_tokens_per_second
         sampled = 0
         for run in decoding + prefilling:
             if run.row >= 0:

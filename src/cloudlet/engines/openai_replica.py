@@ -180,7 +180,8 @@ class OpenAIReplica:
         body = wire.generation_body(request, self._engine.upstream_model)
         path = "/chat/completions" if request.messages is not None else "/completions"
         await self._acquire()
-        events = self._events(path, body, wire.estimate_prompt_tokens(request))
+        # An upstream that sends no usage is charged the prompt's upper bound (budgets hold).
+        events = self._events(path, body, wire.prompt_token_bound(request))
         try:
             async with asyncio.timeout(spec.timeouts.first_token_s):
                 first = await anext(events)

@@ -1,102 +1,38 @@
 """Every request priced and written down once: key limits and budgets, cost, the ledger row.
 
 Around the router: before it, the key's rate limits and budget are reserved at the worst case
-(estimated prompt plus ``max_tokens``, at the dearest target the request may reach); after it,
-however the request ends (finished, failed, cancelled by a client that left), the reservation
-is settled with the real usage and exactly one ledger row is queued. Local models are priced
-from their hardware cost and the engine's measured throughput (:mod:`cloudlet.pricing`), so a
-local request costs something real and can be compared with what a cloud would have charged.
+(an upper bound of the prompt's tokens, from its UTF-8 length, plus ``max_tokens``, at the
+dearest target the request may reach); after it, however the request ends (finished, failed,
+cancelled by a client that left), the reservation is settled with the real usage, capped at
+that bound, and exactly one ledger row is queued. So a settled cost never exceeds its
+reservation and a budget is never overspent. Local models are priced from their hardware cost
+and the engine's measured prefill and decode rates (:mod:`cloudlet.pricing`), so a local request
+costs something real and can be compared with what a cloud would have charged for the same
+tokens.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
-from cloudlet.config import ModelSpec
-from cloudlet.config.storage import CostSpec
 from cloudlet.counters.base import Counters, Reservation
-from cloudlet.domain import EngineStats, Finished, GenerationEvent, GenerationRequest, TextDelta
-from cloudlet.engines.openai_wire import estimate_prompt_tokens
-from cloudlet.errors import CloudletError
-from cloudlet.gateway.pricing import price_of
+from cloudlet.domain import Finished, GenerationEvent, GenerationRequest, TextDelta
+from cloudlet.engines.openai_wire import estimate_prompt_tokens, prompt_token_bound
+from cloudlet.errors import BudgetCurrencyMismatch, CloudletError
+from cloudlet.gateway.prices import Prices
+from cloudlet.gateway.settling import SettleRetries
 from cloudlet.ledger.keys import Tenant
 from cloudlet.ledger.writer import LedgerWriter, Status, UsageRow
-from cloudlet.pricing import DEFAULT_REFERENCE, LocalPricer, Money, Price
+from cloudlet.pricing import Money, Price
 
-#: A local model without ``cost:`` is priced as a small 2-vCPU cloud VM (an assumption, shown
-#: in the README): enough to make local requests visible, never free.
-DEFAULT_LOCAL_COST = CostSpec(hardware_per_hour=Decimal("0.05"))
-
-
-#: A model the spec does not list (an engine passed in directly): free, default reference.
-_UNPRICED = (Price(Decimal(0), Decimal(0), "USD"), DEFAULT_REFERENCE)
-
-#: How long the engines' measured rates are reused before they are read again.
-STATS_TTL_S = 1.0
-
-
-class Prices:
-    """The price of each model now: its ``price`` (remote) or its cost model (local).
-
-    A local model's price follows the throughput its engine measured; the engines' stats are
-    read at most once per :data:`STATS_TTL_S` (every admitted request asks for prices, and the
-    rate moves slowly). A request keeps the price it was admitted with until it settles.
-    """
-
-    def __init__(
-        self,
-        models: Sequence[ModelSpec],
-        stats: Callable[[], Mapping[str, EngineStats]],
-        *,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._stats = stats
-        self._clock = clock
-        self._read: tuple[float, Mapping[str, EngineStats]] | None = None  # (until, stats)
-        self._fixed: dict[str, tuple[Price, Price]] = {}
-        self._local: dict[str, tuple[LocalPricer, Price]] = {}
-        for m in models:
-            if m.price is not None:
-                price = price_of(m.price)
-                self._fixed[m.name] = (price, price)
-            else:
-                cost = m.cost or DEFAULT_LOCAL_COST
-                self._local[m.name] = (cost.pricer(), cost.reference())
-
-    def of(self, model: str) -> tuple[Price, Price]:
-        """(what it costs, what a reference cloud would charge) for ``model``'s tokens."""
-        return self.of_targets((model,))[model]
-
-    def of_targets(self, targets: Sequence[str]) -> dict[str, tuple[Price, Price]]:
-        """:meth:`of` for each of ``targets``."""
-        out: dict[str, tuple[Price, Price]] = {}
-        for target in targets:
-            fixed = self._fixed.get(target)
-            if fixed is not None:
-                out[target] = fixed
-                continue
-            local = self._local.get(target)
-            if local is None:
-                out[target] = _UNPRICED
-                continue
-            measured = self._measured().get(target)
-            pricer, reference = local
-            out[target] = (pricer.price(measured.tokens_per_second if measured else 0.0), reference)
-        return out
-
-    def _measured(self) -> Mapping[str, EngineStats]:
-        now = self._clock()
-        read = self._read
-        if read is None or now >= read[0]:
-            read = self._read = (now + STATS_TTL_S, self._stats())
-        return read[1]
+log = logging.getLogger(__name__)
 
 
 def new_request_id() -> str:
@@ -120,16 +56,32 @@ class Admission:
     prompt_estimate: int
     reservation: Reservation | None
     prices: dict[str, tuple[Price, Price]]
+    prompt_bound: int = 0  # what was reserved for: usage above it is charged at it
+    max_tokens: int = 0
     request_id: str = field(default_factory=new_request_id)
     started: float = field(default_factory=time.monotonic)
     settled: bool = False
 
 
 class Accounting:
-    def __init__(self, counters: Counters, writer: LedgerWriter, prices: Prices) -> None:
+    def __init__(
+        self,
+        counters: Counters,
+        writer: LedgerWriter,
+        prices: Prices,
+        *,
+        currency: str = "USD",
+        retries: SettleRetries | None = None,
+    ) -> None:
         self._counters = counters
         self._writer = writer
         self._prices = prices
+        self._currency = currency
+        self._retries = retries or SettleRetries()
+
+    async def close(self) -> None:
+        """Give settles still waiting for the counters a last chance (before they close)."""
+        await self._retries.close()
 
     async def admit(
         self,
@@ -141,21 +93,37 @@ class Accounting:
         targets: Sequence[str],
         max_tokens: int,
         prompt_estimate: int | None = None,
+        prompt_bound: int | None = None,
     ) -> Admission:
-        """Reserve the worst case against the key's limits (429 when they refuse)."""
+        """Reserve the worst case against the key's limits (429 when they refuse).
+
+        Rate limits count the prompt's estimate (``prompt_estimate``, about four characters a
+        token); money counts its upper bound (``prompt_bound``, one token a byte), so that
+        whatever the script the real cost cannot exceed what was held.
+        """
         estimate = prompt_estimate
         if estimate is None:
             estimate = estimate_prompt_tokens(request) if request is not None else 0
+        bound = prompt_bound
+        if bound is None:
+            bound = prompt_token_bound(request) if request is not None else estimate
+        bound = max(bound, estimate)
         prices = self._prices.of_targets(targets)
         reservation = None
         limits = tenant.limits
         if tenant.key_id is not None and not limits.unlimited:
             budget = limits.budget
+            if budget is not None and budget.currency != self._currency:
+                raise BudgetCurrencyMismatch(
+                    f"This key's budget is in {budget.currency}, but this deployment bills in "
+                    f"{self._currency}; an admin must re-create the key with a budget in "
+                    f"{self._currency}."
+                )
             # The dearest target the request may reach; without a budget, money is not counted.
             worst: Money | None = None
             if budget is not None:
                 for price, _ in prices.values():
-                    candidate = price.worst_case(estimate, max_tokens)
+                    candidate = price.worst_case(bound, max_tokens)
                     if worst is None or candidate.amount > worst.amount:
                         worst = candidate
             if worst is None:
@@ -163,7 +131,16 @@ class Accounting:
             reservation = await self._counters.reserve(
                 tenant.key_id, limits, tokens=estimate + max_tokens, cost=worst
             )
-        return Admission(tenant, model, route, estimate, reservation, prices)
+        return Admission(
+            tenant,
+            model,
+            route,
+            estimate,
+            reservation,
+            prices,
+            prompt_bound=bound,
+            max_tokens=max_tokens,
+        )
 
     async def settle(
         self,
@@ -186,6 +163,9 @@ class Accounting:
         if admission.settled:
             return
         admission.settled = True
+        prompt_tokens, completion_tokens = _within(
+            admission, target, prompt_tokens, completion_tokens
+        )
         priced = admission.prices.get(target or "")
         if priced is None:
             priced = self._prices.of(target or "")
@@ -210,6 +190,7 @@ class Accounting:
                     completion_tokens=completion_tokens,
                     cost=cost,
                     cloud_equivalent=cloud_equivalent,
+                    cloud=self._prices.is_cloud(target or ""),
                     latency_ms=round((time.monotonic() - admission.started) * 1000),
                     ttft_ms=round(ttft_s * 1000) if ttft_s is not None else None,
                     status=status,
@@ -217,17 +198,22 @@ class Accounting:
                 )
             )
         finally:
-            if admission.reservation is not None:
-                await self._counters.settle(
-                    admission.reservation, tokens=prompt_tokens + completion_tokens, cost=cost
-                )
+            reservation = admission.reservation
+            if reservation is not None:
+                tokens = prompt_tokens + completion_tokens
+
+                async def attempt() -> None:
+                    await self._counters.settle(reservation, tokens=tokens, cost=cost)
+
+                # Counters that are down now are retried until they answer: the hold is
+                # released and the cost counted then, never left until the period ends.
+                await self._retries.run(f"request {admission.request_id}", attempt)
 
     def refused(self, tenant: Tenant, model: str, route: str | None, exc: CloudletError) -> None:
         """A known tenant's request refused before admission (403, 404, 429, 503): one ledger
         row of cost 0, ``status`` ``refused`` and the refusal's code as ``error``. Queued
         without awaiting, like every row."""
-        currency = tenant.limits.budget.currency if tenant.limits.budget is not None else "USD"
-        zero = Money.zero(currency)
+        zero = Money.zero(self._currency)  # the deployment's currency
         self._writer.record(
             UsageRow(
                 request_id=new_request_id(),
@@ -262,6 +248,29 @@ class Accounting:
             status=status,
             error=code,
         )
+
+
+def _within(
+    admission: Admission, target: str | None, prompt: int, completion: int
+) -> tuple[int, int]:
+    """Token counts fit to charge: never negative, never above what was reserved for (an
+    engine that reports more is wrong, and charging more would overspend the budget)."""
+    fitted_prompt = max(0, prompt)
+    fitted_completion = max(0, completion)
+    if admission.prompt_bound:
+        fitted_prompt = min(fitted_prompt, admission.prompt_bound)
+    if admission.max_tokens:
+        fitted_completion = min(fitted_completion, admission.max_tokens)
+    if (fitted_prompt, fitted_completion) != (prompt, completion):
+        log.warning(
+            "%s reported usage %d+%d outside the reserved bound; charged %d+%d",
+            target,
+            prompt,
+            completion,
+            fitted_prompt,
+            fitted_completion,
+        )
+    return fitted_prompt, fitted_completion
 
 
 class Accounted(AsyncGenerator[GenerationEvent, None]):
@@ -334,8 +343,8 @@ class Accounted(AsyncGenerator[GenerationEvent, None]):
         if self._finished is not None:
             usage = self._finished.usage
             prompt, completion = usage.prompt_tokens, usage.completion_tokens
-        else:  # broke off before the usage arrived: charge what was sent
-            prompt, completion = self._admission.prompt_estimate, self._deltas
+        else:  # broke off before the usage arrived: the prompt's bound, a token per chunk sent
+            prompt, completion = self._admission.prompt_bound, self._deltas
         await self._accounting.settle(
             self._admission,
             target=self._target,

@@ -14,16 +14,19 @@ layers on every event.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from cloudlet.domain import Finished, GenerationEvent, GenerationRequest, TextDelta, Usage
-from cloudlet.engines.openai_wire import estimate_prompt_tokens
+from cloudlet.engines.openai_wire import prompt_token_bound
 from cloudlet.errors import CloudletError, UpstreamError
-from cloudlet.gateway.budget import CloudBudget, Reservation
+from cloudlet.gateway.budget import Hold
 from cloudlet.gateway.pricing import cost
 from cloudlet.gateway.router import counts_against_breaker
 from cloudlet.gateway.targets import Replica, Target
+
+log = logging.getLogger(__name__)
 
 
 class Metered(AsyncGenerator[GenerationEvent, None]):
@@ -36,8 +39,7 @@ class Metered(AsyncGenerator[GenerationEvent, None]):
         replica: Replica,
         started: float,
         clock: Callable[[], float],
-        budget: CloudBudget | None,
-        reservation: Reservation | None,
+        hold: Hold | None,
     ) -> None:
         self._events = events
         self._request = request
@@ -45,8 +47,7 @@ class Metered(AsyncGenerator[GenerationEvent, None]):
         self._replica = replica
         self._started = started
         self._clock = clock
-        self._budget = budget
-        self._reservation = reservation
+        self._hold = hold
         self._pending: GenerationEvent | None = None
         self._owned = False  # primed: from here on, failures and the settle are ours
         self._closed = False
@@ -119,9 +120,29 @@ class Metered(AsyncGenerator[GenerationEvent, None]):
         self._replica.outstanding -= 1
         await self._events.aclose()
         price = self._target.options.price
-        reservation, budget = self._reservation, self._budget
-        if self._owned and reservation is not None and budget is not None and price is not None:
+        held = self._hold
+        if self._owned and held is not None and price is not None:
             usage = self._usage
-            if usage is None:  # broke off or cancelled: charge what was sent
-                usage = Usage(estimate_prompt_tokens(self._request), self._deltas)
-            await budget.settle(reservation, cost(price, usage))
+            if usage is None:  # broke off or cancelled: the prompt's bound, a token per chunk
+                usage = Usage(prompt_token_bound(self._request), self._deltas)
+            await held.settle(cost(price, within_bound(usage, self._request, self._target)))
+
+
+def within_bound(usage: Usage, request: GenerationRequest, target: Target) -> Usage:
+    """``usage`` capped at what was reserved for it: the prompt's token bound and the
+    completion's ``max_tokens``. An upstream that reports more is wrong (or lying); charging
+    more than the hold would let a budget be overspent."""
+    completion_limit = request.max_tokens or target.options.max_tokens_default
+    prompt = min(usage.prompt_tokens, prompt_token_bound(request))
+    completion = min(usage.completion_tokens, completion_limit)
+    if (prompt, completion) != (usage.prompt_tokens, usage.completion_tokens):
+        log.warning(
+            "model %s reported usage %d+%d above the reserved bound; charged %d+%d",
+            target.name,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            prompt,
+            completion,
+        )
+        return Usage(prompt, completion)
+    return usage

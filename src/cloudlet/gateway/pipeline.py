@@ -20,6 +20,7 @@ from cloudlet.engines.openai_wire import estimate_tokens
 from cloudlet.errors import CloudletError, ModelNotPermittedForKey
 from cloudlet.gateway.accounting import Accounted, Accounting
 from cloudlet.gateway.catalog import Catalog
+from cloudlet.gateway.pricing import embedding_bound
 from cloudlet.gateway.service import Embedding, Gateway, Generation
 from cloudlet.gateway.tenancy import Tenancy
 from cloudlet.ledger.keys import Tenant
@@ -66,6 +67,7 @@ class Pipeline:
         try:
             targets = self._admit_model(tenant, request.model)
             route = self._route_of(request.model)
+            request = self.gateway.bounded(request)  # before any money arithmetic
             max_tokens = request.max_tokens or self.gateway.max_tokens_default(request.model)
             admission = await self.accounting.admit(
                 tenant,
@@ -108,6 +110,7 @@ class Pipeline:
                 targets=targets,
                 max_tokens=0,
                 prompt_estimate=estimate,
+                prompt_bound=embedding_bound(list(texts)),
             )
         except CloudletError as exc:
             self.accounting.refused(tenant, model, self._route_of(model), exc)

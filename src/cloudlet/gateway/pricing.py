@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from cloudlet.config.remote import PriceSpec
 from cloudlet.domain import GenerationRequest, Usage
-from cloudlet.engines.openai_wire import estimate_prompt_tokens, estimate_tokens
+from cloudlet.engines.openai_wire import prompt_token_bound, token_bound
 from cloudlet.pricing import Money, Price
 
-__all__ = ["Money", "cost", "embedding_cost", "price_of", "worst_case"]
+__all__ = ["Money", "cost", "embedding_bound", "embedding_cost", "price_of", "worst_case"]
 
 
 def price_of(spec: PriceSpec) -> Price:
@@ -23,10 +23,18 @@ def cost(price: PriceSpec, usage: Usage) -> Money:
 
 
 def worst_case(price: PriceSpec, request: GenerationRequest, max_tokens_default: int) -> Money:
-    """What to reserve before the call: the estimated prompt plus every token it may generate."""
+    """What to reserve before the call: an upper bound of the prompt's tokens (from its UTF-8
+    length, see :func:`~cloudlet.engines.openai_wire.prompt_token_bound`) plus every token
+    it may generate."""
     completion = request.max_tokens or max_tokens_default
-    return price_of(price).worst_case(estimate_prompt_tokens(request), completion)
+    return price_of(price).worst_case(prompt_token_bound(request), completion)
+
+
+def embedding_bound(texts: list[str] | tuple[str, ...]) -> int:
+    """An upper bound of the tokens ``texts`` can cost (a BOS and an EOS each, at most)."""
+    return sum(token_bound(t) + 2 for t in texts)
 
 
 def embedding_cost(price: PriceSpec, texts: list[str] | tuple[str, ...]) -> Money:
-    return cost(price, Usage(sum(estimate_tokens(t) for t in texts), 0))
+    """What to reserve for embedding ``texts``: their token bound, at ``price``."""
+    return price_of(price).worst_case(embedding_bound(texts), 0)

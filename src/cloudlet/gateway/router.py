@@ -16,7 +16,7 @@ queue) nor the client's own errors, which are returned at once.
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Generic, TypeVar
@@ -30,13 +30,13 @@ from cloudlet.errors import (
     UpstreamError,
     UpstreamRateLimited,
 )
-from cloudlet.gateway.budget import CloudBudget, Reservation
+from cloudlet.gateway.budget import CloudBudget, Hold, hold
 from cloudlet.gateway.policies import rank
 from cloudlet.gateway.pricing import Money
 from cloudlet.gateway.targets import Replica, Target
 
 T = TypeVar("T")
-Attempt = Callable[[Target, Replica, Reservation | None], Awaitable[T]]
+Attempt = Callable[[Target, Replica, Hold | None], Awaitable[T]]
 _FAILOVER = (EngineOverloaded, EngineUnavailable, UpstreamError)
 
 
@@ -72,11 +72,17 @@ class RouteRunner:
         targets: Sequence[Target],
         budget: CloudBudget | None,
         env: RoutingEnv,
+        budgets_of: Mapping[str, Sequence[CloudBudget]] | None = None,
     ) -> None:
+        """``budget`` is this route's own; ``budgets_of`` maps each cloud target to every
+        budget that covers it (this route's and other routes'), all charged for a call."""
         self.spec = spec
         self.targets = list(targets)
         self.budget = budget
         self._env = env
+        if budgets_of is None:
+            budgets_of = {t.name: [budget] for t in self.targets if budget is not None}
+        self._budgets_of = budgets_of
         self._weights = [(t, w.weight) for t, w in zip(self.targets, spec.targets, strict=True)]
 
     def plan(
@@ -116,34 +122,35 @@ class RouteRunner:
     ) -> Routed[T]:
         order, first, local_wait = self.plan(price_of)
         tries = _Tries()
-        blocked = False
         # Targets scaled to zero start scaling now; the request waits for one only when no
         # other target could take it (a cloud target takes the overflow meanwhile).
         sleeping = [t for t in order if _asleep(t)]
         for target in sleeping:
             assert target.dynamic is not None
             await target.dynamic.wake(wait=False)
+        blocked: CloudBudget | None = None
         for target in order:
-            reservation: Reservation | None = None
-            cost = price_of(target) if target.cloud and self.budget is not None else None
-            if cost is not None and self.budget is not None:
+            held: Hold | None = None
+            covering = self._budgets_of.get(target.name, ()) if target.cloud else ()
+            cost = price_of(target) if covering else None
+            if cost is not None:
                 if not target.available():
                     continue
-                reservation = await self.budget.reserve(cost)
-                if reservation is None:
-                    blocked = True
-                    if self.budget.spec.when_spent == "reject":
-                        raise self.budget.exhausted(_finite(local_wait))
+                taken = await hold(covering, cost)
+                if isinstance(taken, CloudBudget):  # this budget is spent
+                    blocked = taken
+                    if taken.spec.when_spent == "reject":
+                        raise taken.exhausted(_finite(local_wait))
                     continue
+                held = taken
             try:
-                value = await self._try(target, request, attempt, reservation, tries)
+                value = await self._try(target, request, attempt, held, tries)
                 if value is not None:
-                    reservation = None  # the attempt settles it now
+                    held = None  # the attempt settles it now
                     return Routed(value[0], target.name, spilled=target is not first)
             finally:
-                if reservation is not None and self.budget is not None:
-                    nothing = Money(Decimal(0), reservation.amount.currency)
-                    await self.budget.settle(reservation, nothing)
+                if held is not None:
+                    await held.release()
         for target in sleeping:
             assert target.dynamic is not None
             if tries.count < self.spec.retry.max_attempts and await target.dynamic.wake(wait=True):
@@ -152,8 +159,8 @@ class RouteRunner:
                     return Routed(value[0], target.name, spilled=target is not first)
         if tries.last is not None:
             raise tries.last
-        if blocked and self.budget is not None:
-            raise self.budget.exhausted(_finite(local_wait))
+        if blocked is not None:
+            raise blocked.exhausted(_finite(local_wait))
         raise _unavailable(self.spec.name, self.targets, bool(sleeping))
 
     async def _try(
@@ -161,7 +168,7 @@ class RouteRunner:
         target: Target,
         request: GenerationRequest | None,
         attempt: Attempt[T],
-        reservation: Reservation | None,
+        held: Hold | None,
         tries: _Tries,
     ) -> tuple[T] | None:
         """Try ``target``'s replicas in the balancer's order; the value of the first that
@@ -175,7 +182,7 @@ class RouteRunner:
                 await self._env.sleep(self._backoff(tries.count))
             tries.count += 1
             try:
-                value = await attempt(target, replica, reservation)
+                value = await attempt(target, replica, held)
             except CloudletError as exc:
                 if not isinstance(exc, _FAILOVER):
                     replica.breaker.release()

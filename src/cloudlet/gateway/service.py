@@ -34,12 +34,13 @@ from cloudlet.domain import (
     WorkerState,
 )
 from cloudlet.engines.base import ChatEngine, EmbeddingEngine, Engine
-from cloudlet.errors import CloudletError, ModelNotFound, WrongModelKind
-from cloudlet.gateway.budget import BudgetStore, CloudBudget, InMemoryBudgetStore, Reservation
+from cloudlet.errors import CloudletError, ContextLengthExceeded, ModelNotFound, WrongModelKind
+from cloudlet.gateway.budget import BudgetStore, CloudBudget, Hold, InMemoryBudgetStore, RouteSeed
 from cloudlet.gateway.health import HealthChecker
 from cloudlet.gateway.metering import Metered
-from cloudlet.gateway.pricing import Money, cost, embedding_cost, worst_case
+from cloudlet.gateway.pricing import Money, cost, embedding_bound, embedding_cost, worst_case
 from cloudlet.gateway.router import RouteRunner, RoutingEnv
+from cloudlet.gateway.settling import SettleRetries
 from cloudlet.gateway.targets import Replica, Target, TargetOptions
 
 log = logging.getLogger(__name__)
@@ -82,28 +83,47 @@ class Gateway:
             name: Target(name, engine, TargetOptions.of(models.get(name)), clock)
             for name, engine in engines.items()
         }
+        store = budget_store if budget_store is not None else InMemoryBudgetStore()
+        self.settle_retries = SettleRetries()
+        routes = list(spec.routes) if spec is not None else []
+        for route in routes:
+            missing = [t.model for t in route.targets if t.model not in self._targets]
+            if missing:
+                raise ValueError(f"route {route.name!r} names models without engines: {missing}")
+        # A call through a budgeted route is charged to that route's budget; a call that names
+        # the cloud model (or comes through a route without a budget) to every budget that
+        # covers it: no budget can be bypassed by naming the cloud model.
+        own: dict[str, CloudBudget] = {}
+        budgets_of: dict[str, list[CloudBudget]] = {}
+        for route in routes:
+            if route.cloud_budget is None:
+                continue
+            covered = [t.model for t in route.targets if self._targets[t.model].cloud]
+            budget = CloudBudget(
+                route.name, route.cloud_budget, store, clock, covered, self.settle_retries
+            )
+            own[route.name] = budget
+            for name in covered:
+                budgets_of.setdefault(name, []).append(budget)
+        self._budgets = list(own.values())
+        for budget in self._budgets:
+            budget.other_routes = tuple(name for name in own if name != budget.route)
         self._routes = {
             name: RouteRunner(
                 RouteSpec.model_construct(name=name, targets=[TargetSpec(model=name)]),
                 [target],
                 None,
                 self._env,
+                budgets_of,
             )
             for name, target in self._targets.items()
         }
-        store = budget_store if budget_store is not None else InMemoryBudgetStore()
         self._route_names: list[str] = []
-        for route in spec.routes if spec is not None else []:
-            missing = [t.model for t in route.targets if t.model not in self._targets]
-            if missing:
-                raise ValueError(f"route {route.name!r} names models without engines: {missing}")
-            budget = (
-                CloudBudget(route.name, route.cloud_budget, store, clock)
-                if route.cloud_budget is not None
-                else None
-            )
+        for route in routes:
             targets = [self._targets[t.model] for t in route.targets]
-            self._routes[route.name] = RouteRunner(route, targets, budget, self._env)
+            ours = own.get(route.name)
+            mine = {name: [ours] for name in ours.targets} if ours is not None else budgets_of
+            self._routes[route.name] = RouteRunner(route, targets, ours, self._env, mine)
             self._route_names.append(route.name)
         # Checks pace themselves on real time; tests run rounds with check_health().
         self._health = HealthChecker(list(self._targets.values()), asyncio.sleep)
@@ -115,6 +135,12 @@ class Gateway:
         one that fails is reported and stays unavailable."""
         await asyncio.gather(*(self._load(name, t) for name, t in self._targets.items()))
         self._health.start()
+
+    def seed_budgets(self, seed: RouteSeed) -> None:
+        """Read what cloud budgets already spent this period from ``seed`` (the ledger), once
+        per budget and period: a restart then remembers the day's spending."""
+        for budget in self._budgets:
+            budget.seed = seed
 
     async def _load(self, name: str, target: Target) -> None:
         try:
@@ -130,6 +156,7 @@ class Gateway:
             log.info("model %s ready (%s)", name, target.engine.info.engine)
 
     async def close(self) -> None:
+        await self.settle_retries.close()
         await self._health.close()
         engines = [t.engine for t in self._targets.values()]
         await asyncio.gather(*(e.close() for e in engines), return_exceptions=True)
@@ -228,6 +255,18 @@ class Gateway:
         """The models a request for ``model`` may run on: itself, or its route's targets."""
         return [t.name for t in self._runner(model).targets]
 
+    def bounded(self, request: GenerationRequest) -> GenerationRequest:
+        """``request`` if its ``max_tokens`` fits the model's context; else a 400, before any
+        arithmetic is done with it (a huge number must not reach the money code)."""
+        limit = self.model(request.model).context_length
+        if request.max_tokens is not None and request.max_tokens > limit:
+            raise ContextLengthExceeded(
+                f"max_tokens is too large: {request.max_tokens}. Model {request.model!r} can "
+                f"produce at most {limit} tokens (its context length).",
+                param="max_tokens",
+            )
+        return request
+
     def max_tokens_default(self, model: str) -> int:
         """What bounds a request without max_tokens: the largest default among its targets."""
         return max(t.options.max_tokens_default for t in self._runner(model).targets)
@@ -243,6 +282,7 @@ class Gateway:
     async def generate(self, request: GenerationRequest) -> Generation:
         runner = self._runner(request.model)
         self._check_kind(request.model, runner.targets, "chat")
+        request = self.bounded(request)
         clock = self._env.clock
 
         def price_of(target: Target) -> Money | None:
@@ -252,7 +292,7 @@ class Gateway:
             return worst_case(price, request, target.options.max_tokens_default)
 
         async def attempt(
-            target: Target, replica: Replica, reservation: Reservation | None
+            target: Target, replica: Replica, held: Hold | None
         ) -> AsyncGenerator[GenerationEvent, None]:
             engine = cast(ChatEngine, replica.engine)  # the kind was checked above
             started = clock()
@@ -269,8 +309,7 @@ class Gateway:
                 replica=replica,
                 started=started,
                 clock=clock,
-                budget=runner.budget,
-                reservation=reservation,
+                hold=held,
             )
             await stream.prime()
             return stream
@@ -287,9 +326,7 @@ class Gateway:
             price = target.options.price
             return embedding_cost(price, batch) if price is not None else None
 
-        async def attempt(
-            target: Target, replica: Replica, reservation: Reservation | None
-        ) -> EmbeddingResult:
+        async def attempt(target: Target, replica: Replica, held: Hold | None) -> EmbeddingResult:
             engine = cast(EmbeddingEngine, replica.engine)
             replica.outstanding += 1
             try:
@@ -297,8 +334,10 @@ class Gateway:
             finally:
                 replica.outstanding -= 1
             price = target.options.price
-            if reservation is not None and runner.budget is not None and price is not None:
-                await runner.budget.settle(reservation, cost(price, Usage(result.prompt_tokens, 0)))
+            if held is not None and price is not None:
+                # Charged at most the bound that was reserved.
+                tokens = min(result.prompt_tokens, embedding_bound(batch))
+                await held.settle(cost(price, Usage(tokens, 0)))
             return result
 
         routed = await runner.run(None, attempt, price_of)

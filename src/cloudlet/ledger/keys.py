@@ -37,12 +37,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from cloudlet.counters.base import Limits, Period
 from cloudlet.errors import StorageUnavailable
 from cloudlet.ledger.tables import api_keys
-from cloudlet.pricing import Money
+from cloudlet.pricing import MAX_AMOUNT, Money
 
 KEY_PREFIX = "sk-cl-"
 _PREFIX_LEN = 12
 _KEY_LEN = len(KEY_PREFIX) + 43
 _CACHE_MAX = 10_000
+_INT32 = 2**31 - 1  # rpm and tpm columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,12 +150,15 @@ class KeyStore:
         period: Period = "month",
         now: datetime | None = None,
     ) -> CreatedKey:
-        if not team:
-            raise ValueError("a key needs a team")
-        if (rpm is not None and rpm < 1) or (tpm is not None and tpm < 1):
-            raise ValueError("rpm and tpm must be at least 1")
-        if budget is not None and budget.amount < 0:
-            raise ValueError("a budget cannot be negative")
+        if not team or len(team) > 128 or not team.isprintable():
+            raise ValueError("a key needs a team: 1 to 128 printable characters")
+        for limit in (rpm, tpm):
+            if limit is not None and not 1 <= limit <= _INT32:
+                raise ValueError(f"rpm and tpm must be from 1 to {_INT32}")
+        if budget is not None and not (
+            budget.amount.is_finite() and 0 <= budget.amount <= MAX_AMOUNT
+        ):
+            raise ValueError(f"a budget must be from 0 to {MAX_AMOUNT}")
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         scope = sorted(set(models)) if models is not None else None
         values: dict[str, Any] = {

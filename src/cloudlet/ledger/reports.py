@@ -3,19 +3,25 @@
 Sums are computed by the database over integer nanos and turned into :class:`Decimal` here,
 so a report's total equals the sum of its rows exactly. Groups are split by currency too:
 amounts in different currencies are never added.
+
+Each group says what ran on our own hardware (``local_cost``: local models at their hardware
+price, self-hosted remote engines at theirs), what the cloud charged (``cloud_cost``: the
+``cloud: true`` targets), what the same tokens would have cost at the reference cloud price
+(``cloud_equivalent``), and what running locally saved: the cloud-equivalent of the local
+requests minus their cost (negative when local hardware was dearer than the cloud).
 """
 
 from __future__ import annotations
 
 import csv
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal, TextIO
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cloudlet.ledger.tables import usage
@@ -48,6 +54,7 @@ CSV_FIELDS = (
     "ttft_ms",
     "status",
     "error",
+    "cloud",
 )
 
 
@@ -60,6 +67,26 @@ class UsageGroup:
     completion_tokens: int
     cost: Money
     cloud_equivalent: Money
+    local_cost: Money | None = None  # None: computed as cost - cloud_cost
+    cloud_cost: Money | None = None
+    saved: Money | None = None
+
+    @property
+    def local(self) -> Money:
+        if self.local_cost is not None:
+            return self.local_cost
+        return self.cost - self.cloud
+
+    @property
+    def cloud(self) -> Money:
+        return self.cloud_cost if self.cloud_cost is not None else Money.zero(self.cost.currency)
+
+    @property
+    def savings(self) -> Money:
+        """The local requests' cloud-equivalent minus their cost."""
+        if self.saved is not None:
+            return self.saved
+        return self.cloud_equivalent - self.cost
 
     def as_json(self) -> dict[str, Any]:
         """Money as strings: JSON numbers would go through floats in most readers."""
@@ -69,7 +96,10 @@ class UsageGroup:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "cost": decimal_str(self.cost.amount),
+            "local_cost": decimal_str(self.local.amount),
+            "cloud_cost": decimal_str(self.cloud.amount),
             "cloud_equivalent": decimal_str(self.cloud_equivalent.amount),
+            "saved": decimal_str(self.savings.amount),
             "currency": self.cost.currency,
         }
 
@@ -105,6 +135,7 @@ async def usage_report(
     """Usage per group (and currency), most expensive first."""
     column = _COLUMNS[by]
     cost = func.sum(usage.c.cost_nanos)
+    cloud = usage.c.cloud
     query = (
         select(
             column.label("group"),
@@ -114,6 +145,10 @@ async def usage_report(
             func.sum(usage.c.completion_tokens).label("completion_tokens"),
             cost.label("cost"),
             func.sum(usage.c.cloud_equivalent_nanos).label("cloud_equivalent"),
+            func.sum(case((cloud, usage.c.cost_nanos), else_=0)).label("cloud_cost"),
+            func.sum(
+                case((cloud, 0), else_=usage.c.cloud_equivalent_nanos - usage.c.cost_nanos)
+            ).label("saved"),
         )
         .group_by(column, usage.c.currency)
         .order_by(cost.desc(), column)
@@ -131,6 +166,11 @@ async def usage_report(
             completion_tokens=int(row["completion_tokens"] or 0),
             cost=Money.from_nanos(_nanos(row["cost"]), row["currency"]),
             cloud_equivalent=Money.from_nanos(_nanos(row["cloud_equivalent"]), row["currency"]),
+            local_cost=Money.from_nanos(
+                _nanos(row["cost"]) - _nanos(row["cloud_cost"]), row["currency"]
+            ),
+            cloud_cost=Money.from_nanos(_nanos(row["cloud_cost"]), row["currency"]),
+            saved=Money.from_nanos(_nanos(row["saved"]), row["currency"]),
         )
         for row in rows
     ]
@@ -141,6 +181,30 @@ async def spent_since(engine: AsyncEngine, key_id: str, since: datetime, currenc
     query = select(func.sum(usage.c.cost_nanos)).where(
         usage.c.key_id == key_id, usage.c.ts >= since, usage.c.currency == currency
     )
+    async with engine.connect() as conn:
+        total = (await conn.execute(query)).scalar()
+    return Money.from_nanos(_nanos(total), currency).amount
+
+
+async def spent_on(
+    engine: AsyncEngine,
+    targets: Sequence[str],
+    since: datetime,
+    currency: str,
+    exclude_routes: Sequence[str] = (),
+) -> Decimal:
+    """What requests that ran on ``targets`` cost since ``since`` in ``currency``, except those
+    sent through ``exclude_routes`` (routes with budgets of their own): a route's cloud
+    budget's seed."""
+    if not targets:
+        return Decimal(0)
+    query = select(func.sum(usage.c.cost_nanos)).where(
+        usage.c.target.in_(list(targets)), usage.c.ts >= since, usage.c.currency == currency
+    )
+    if exclude_routes:
+        query = query.where(
+            or_(usage.c.route.is_(None), usage.c.route.not_in(list(exclude_routes)))
+        )
     async with engine.connect() as conn:
         total = (await conn.execute(query)).scalar()
     return Money.from_nanos(_nanos(total), currency).amount

@@ -11,6 +11,7 @@ Opening migrates the schema to the newest revision (see :mod:`cloudlet.ledger.mi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import TextIO
@@ -96,6 +97,16 @@ class Ledger:
     async def spent_since(self, key_id: str, since: datetime, currency: str) -> Decimal:
         """A :data:`~cloudlet.counters.BudgetSeed`: pass ``ledger.spent_since`` to the counters."""
         return await reports.spent_since(self.engine, key_id, since, currency)
+
+    async def spent_on(
+        self,
+        targets: Sequence[str],
+        since: datetime,
+        currency: str,
+        exclude_routes: Sequence[str] = (),
+    ) -> Decimal:
+        """A route budget's seed: pass ``ledger.spent_on`` to ``Gateway.seed_budgets``."""
+        return await reports.spent_on(self.engine, targets, since, currency, exclude_routes)
 
     async def close(self) -> None:
         try:

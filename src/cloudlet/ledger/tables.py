@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Table,
     TypeDecorator,
+    false,
 )
 
 
@@ -101,6 +102,8 @@ usage = Table(
     Column("ttft_ms", Integer, nullable=True),
     Column("status", String(16), nullable=False),
     Column("error", String(64), nullable=True),
+    # Ran on a `cloud: true` target; else on our own hardware (local or self-hosted remote).
+    Column("cloud", Boolean, nullable=False, server_default=false()),
     Index("ix_usage_ts", "ts"),
     Index("ix_usage_key_ts", "key_id", "ts"),
 )

@@ -62,6 +62,7 @@ class UsageRow:
     ttft_ms: int | None
     status: Status
     error: str | None = None
+    cloud: bool = False  # ran on a `cloud: true` target (else on our own hardware)
 
     def values(self) -> Row:
         """The column values, in :data:`~cloudlet.ledger.inserts.COLUMNS` order, made to fit
@@ -86,6 +87,7 @@ class UsageRow:
             _int32(self.ttft_ms) if self.ttft_ms is not None else None,
             self.status,
             self.error[:64] if self.error else None,
+            self.cloud,
         )
 
     def as_values(self) -> dict[str, Any]:

@@ -99,3 +99,37 @@ async def test_two_gateways_share_one_route_budget(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_period_redis_does_not_hold_is_seeded_once(
+    stores: tuple[RedisRouteBudgets, RedisRouteBudgets],
+) -> None:
+    a, b = stores
+    reads = 0
+
+    async def seed() -> Decimal:
+        nonlocal reads
+        reads += 1
+        return Decimal("0.30")  # what the ledger says this period spent
+
+    limit = Decimal("0.50")
+    assert not await a.reserve("chat:2026-12-06", Decimal("0.21"), limit, seed)
+    assert await b.reserve("chat:2026-12-06", Decimal("0.20"), limit, seed)
+    assert reads == 1  # the period exists in Redis now: nobody reads the ledger again
+    await a.settle("chat:2026-12-06", Decimal("0.20"), Decimal("0.10"))
+    assert await b.spent("chat:2026-12-06") == Decimal("0.40")
+    # a settle for a period Redis lost does not invent one: the next reserve re-seeds it
+    await a.settle("chat:2026-12-07", Decimal("0.20"), Decimal("0.10"))
+    assert await a.reserve("chat:2026-12-07", Decimal("0.20"), limit, seed)
+    assert reads == 2 and await a.spent("chat:2026-12-07") == Decimal("0.50")
+
+
+async def test_a_settle_retried_after_a_lost_reply_counts_once(
+    stores: tuple[RedisRouteBudgets, RedisRouteBudgets],
+) -> None:
+    a, _ = stores
+    limit = Decimal("1")
+    assert await a.reserve("chat:2026-12-06", Decimal("0.50"), limit)
+    for _ in range(2):  # the first reply was lost: the caller settles again
+        await a.settle("chat:2026-12-06", Decimal("0.50"), Decimal("0.10"), "req-1")
+    assert await a.spent("chat:2026-12-06") == Decimal("0.10")  # not -0.30 held, 0.20 spent

@@ -1,10 +1,12 @@
 import asyncio
+from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
 
 import pytest
 
 from cloudlet.config.remote import CloudBudgetSpec
-from cloudlet.gateway.budget import CloudBudget, InMemoryBudgetStore
+from cloudlet.gateway.budget import CloudBudget, Hold, InMemoryBudgetStore, hold
 from cloudlet.gateway.pricing import Money
 from tests.unit.gateway.scripted import FakeClock
 
@@ -87,3 +89,35 @@ def test_one_period_exactly() -> None:
         CloudBudgetSpec.model_validate({"currency": USD})
     with pytest.raises(ValueError, match="exactly one"):
         CloudBudgetSpec.model_validate({"currency": USD, "per_day": 1, "per_month": 2})
+
+
+async def test_a_new_period_starts_from_what_the_ledger_says_it_spent() -> None:
+    clock = FakeClock()
+    b = budget(clock, per_day="1.00")
+    b.targets = ("cloud",)
+    reads: list[tuple[tuple[str, ...], str, str]] = []
+
+    async def seed(
+        targets: Sequence[str], since: datetime, currency: str, others: Sequence[str]
+    ) -> Decimal:
+        reads.append((tuple(targets), since.isoformat(), currency))
+        return Decimal("0.70")  # spent before a restart
+
+    b.seed = seed
+    assert await b.reserve(usd("0.40")) is None  # 0.70 + 0.40 > 1.00
+    assert await b.reserve(usd("0.30")) is not None
+    assert len(reads) == 1 and reads[0][0] == ("cloud",) and reads[0][2] == USD
+    assert reads[0][1].endswith("00:00:00+00:00")  # from the start of the UTC day
+    assert await b.spent() == usd("1.00")
+
+
+async def test_a_hold_takes_every_covering_budget_or_none() -> None:
+    clock = FakeClock()
+    roomy, tight = budget(clock, per_day="10"), budget(clock, per_day="1")
+    taken = await hold([roomy, tight], usd("0.80"))
+    assert isinstance(taken, Hold)
+    refused = await hold([roomy, tight], usd("0.80"))
+    assert refused is tight  # 0.80 + 0.80 > 1
+    assert await roomy.spent() == usd("0.80")  # the refused hold gave its part back
+    await taken.settle(usd("0.50"))
+    assert (await roomy.spent(), await tight.spent()) == (usd("0.50"), usd("0.50"))

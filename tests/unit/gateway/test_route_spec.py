@@ -75,7 +75,11 @@ def test_a_literal_api_key_is_refused_without_being_repeated(tmp_path: Path) -> 
         (("X-Team", "Host"), "models[2].headers", "set by cloudlet"),
         (("[smollm2, vllm, mistral-small]", "[smollm2, gpt-9]"), "routes[0]", "gpt-9"),
         (("[smollm2, vllm, mistral-small]", "[vllm, vllm]"), "routes[0]", "twice"),
-        (("currency: USD, when", "currency: EUR, when"), "routes[0]", "priced in USD"),
+        (
+            ("currency: USD, when", "currency: EUR, when"),
+            "routes[0].cloud_budget.currency",
+            "in USD",
+        ),
         (("per_day: 20.00, ", ""), "routes[0].cloud_budget", "exactly one of per_day"),
         (("policy: local-first", "policy: random"), "routes[0].policy", "local-first"),
         (("    price: {input_per_mtok: 0.20, output_per_mtok: 0.60}\n", ""), "routes[0]", "price"),

@@ -5,6 +5,7 @@ from decimal import Decimal
 import pytest
 
 from cloudlet.domain import ModelId
+from cloudlet.engines.openai_wire import prompt_token_bound
 from cloudlet.errors import BudgetExhausted, UpstreamError
 from cloudlet.gateway.pricing import Money
 from tests.unit.gateway.scripted import (
@@ -61,13 +62,20 @@ async def test_local_first_spills_when_local_is_down() -> None:
     assert gw.status()["chat"] == "ready"  # a route is up while any target is
 
 
+#: What a spill of ask("chat") reserves at one dollar a token: the prompt's token bound (its
+#: UTF-8 bytes plus the templates' overhead) and max_tokens (2); it costs 3 + 2 = 5.
+RESERVE = prompt_token_bound(ask("chat")) + 2
+#: Two spills fit (5 + RESERVE), a third does not (10 + RESERVE).
+LIMIT = 5 + RESERVE + 3
+
+
 def budgeted(when_spent: str) -> dict[str, object]:
-    budget = {"per_day": "12", "currency": "USD", "when_spent": when_spent}
+    budget = {"per_day": str(LIMIT), "currency": "USD", "when_spent": when_spent}
     return {**LOCAL_FIRST, "cloud_budget": budget}
 
 
 async def spend_the_budget(when_spent: str) -> tuple[object, dict[str, ScriptedEngine]]:
-    """At one dollar a token: each spill reserves 7 (5 prompt + 2 max_tokens), costs 5."""
+    """At one dollar a token: each spill reserves RESERVE, costs 5."""
     clock = FakeClock()
     engines = {"local": ScriptedEngine("local"), "cloud": ScriptedEngine("cloud")}
     gw = gateway(engines, [local("local"), cloud("cloud")], [budgeted(when_spent)], clock)
@@ -83,7 +91,7 @@ async def spend_the_budget(when_spent: str) -> tuple[object, dict[str, ScriptedE
 
 async def test_a_spent_budget_stops_spill_and_queues_locally() -> None:
     gw, engines = await spend_the_budget("queue")
-    generation = await gw.generate(ask("chat"))  # 10 + 7 > 12: no more cloud
+    generation = await gw.generate(ask("chat"))  # 10 + RESERVE > LIMIT: no more cloud
     assert (generation.target, generation.spilled) == ("local", False)
     await drain(generation.events)
     assert engines["cloud"].calls == 2
@@ -121,8 +129,9 @@ async def test_a_client_that_leaves_mid_stream_is_charged_what_it_got() -> None:
     events = (await gw.generate(ask("chat", max_tokens=5))).events
     await anext(events)
     await events.aclose()
-    # reserved 5 + 5 = 10; charged the 5 estimated prompt tokens and the 1 token sent
-    assert await gw.budget_spent("chat") == Money(Decimal(6), "USD")
+    # reserved the bound + 5; charged the prompt's bound (its usage never came) and the 1
+    # token sent: never less than the upstream may bill for the prompt
+    assert await gw.budget_spent("chat") == Money(Decimal(RESERVE - 2 + 1), "USD")
 
 
 async def test_fallback_tries_the_next_target_on_error_before_the_first_token() -> None:
@@ -222,3 +231,30 @@ async def test_local_first_means_local_wherever_the_cloud_is_listed() -> None:
     engines["local"].wait_s = 9.0
     generation = await gw.generate(ask("chat"))
     assert (generation.target, generation.spilled) == ("cloud", True)
+
+
+async def test_a_route_counts_its_calls_and_a_call_by_the_models_name_counts_in_every_budget() -> (
+    None
+):
+    clock = FakeClock()
+    engines = {"local": ScriptedEngine("local"), "cloud": ScriptedEngine("cloud")}
+    budget = {"per_day": str(LIMIT), "currency": "USD", "when_spent": "reject"}
+    routes = [
+        {"name": name, "targets": ["cloud", "local"], "policy": "fallback", "cloud_budget": budget}
+        for name in ("a", "b")
+    ]
+    gw = gateway(engines, [local("local"), cloud("cloud")], routes, clock)
+    await gw.start()
+    await drain((await gw.generate(ask("a"))).events)  # costs 5, charged to a only
+    assert (await gw.budget_spent("a"), await gw.budget_spent("b")) == (usd(5), usd(0))
+    await drain((await gw.generate(ask("cloud"))).events)  # by name: to every budget
+    assert (await gw.budget_spent("a"), await gw.budget_spent("b")) == (usd(10), usd(5))
+    with pytest.raises(BudgetExhausted):  # a is spent: naming the model does not get around it
+        await gw.generate(ask("cloud"))
+    generation = await gw.generate(ask("b"))  # b still has room for its own calls
+    assert generation.target == "cloud"
+    await drain(generation.events)
+
+
+def usd(amount: int) -> Money:
+    return Money(Decimal(amount), "USD")

@@ -24,24 +24,28 @@ def row(
     status: Status = "ok",
     prompt: int = 10,
     completion: int = 5,
+    cloud: bool = False,
+    route: str | None = None,
 ) -> UsageRow:
+    """A row; a cloud row's cloud-equivalent is its cost, a local one's three times it."""
     return UsageRow(
         request_id=request_id,
         ts=at,
         key_id=key_id,
         team=team,
         model=model,
-        route=None,
+        route=route,
         target=target,
         spilled=False,
         prompt_tokens=prompt,
         completion_tokens=completion,
         cost=Money(Decimal(cost), currency),
-        cloud_equivalent=Money(Decimal(cost) * 3, currency),
+        cloud_equivalent=Money(Decimal(cost) * (1 if cloud else 3), currency),
         latency_ms=42,
         ttft_ms=7 if status == "ok" else None,
         status=status,
         error=None if status == "ok" else "upstream_timeout",
+        cloud=cloud,
     )
 
 

@@ -7,6 +7,7 @@ import pytest
 from cloudlet.config.storage import CostSpec
 from cloudlet.pricing import (
     DEFAULT_REFERENCE,
+    FALLBACK_PROMPT_TOKENS_PER_SECOND,
     FALLBACK_TOKENS_PER_SECOND,
     LocalPricer,
     Money,
@@ -55,12 +56,16 @@ def test_a_busy_hour_of_local_tokens_costs_the_hardware_per_hour() -> None:
 def test_local_pricer_keeps_the_last_measured_rate() -> None:
     pricer = LocalPricer(Decimal("0.36"), assumed_tokens_per_second=None)
     before = pricer.price(0.0)
-    assert before == local_price(Decimal("0.36"), FALLBACK_TOKENS_PER_SECOND)
+    assert before == local_price(
+        Decimal("0.36"),
+        FALLBACK_TOKENS_PER_SECOND,
+        prompt_tokens_per_second=FALLBACK_PROMPT_TOKENS_PER_SECOND,
+    )
     measured = pricer.price(200.0)
     assert measured.output_per_mtok < before.output_per_mtok
     assert pricer.price(0.0) == measured  # an idle engine reports 0: keep what we knew
     assumed = LocalPricer(Decimal("0.36"), assumed_tokens_per_second=50.0).price(0.0)
-    assert assumed == local_price(Decimal("0.36"), 50.0)
+    assert assumed.output_per_mtok == local_price(Decimal("0.36"), 50.0).output_per_mtok
 
 
 def test_cost_spec_prices_and_references() -> None:

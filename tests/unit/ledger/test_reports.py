@@ -62,7 +62,10 @@ async def test_since_filters_and_json_shape(ledger: Ledger) -> None:
         "prompt_tokens": 10,
         "completion_tokens": 5,
         "cost": "0.2",
+        "local_cost": "0.2",
+        "cloud_cost": "0",
         "cloud_equivalent": "0.6",
+        "saved": "0.4",
         "currency": "USD",
     }
 
@@ -95,3 +98,22 @@ def test_parse_since() -> None:
     assert parse_since("2025-06-01") == datetime(2025, 6, 1, tzinfo=UTC)
     with pytest.raises(ValueError, match="7d"):
         parse_since("last week")
+
+
+async def test_a_route_budgets_seed_counts_its_targets_except_other_budgeted_routes(
+    ledger: Ledger,
+) -> None:
+    rows = [
+        row("1", cost="1", target="cloud", route="a"),
+        row("2", cost="2", target="cloud", route="b"),  # another budgeted route's call
+        row("3", cost="4", target="cloud"),  # by the model's name
+        row("4", cost="8", target="local", route="a"),  # not a cloud target of a
+        row("5", cost="16", target="cloud", route="a", at=T0 - timedelta(days=1)),  # yesterday
+        row("6", cost="32", target="cloud", route="a", currency="EUR"),
+    ]
+    for r in rows:
+        ledger.writer.record(r)
+    await ledger.writer.flush()
+    assert await ledger.spent_on(["cloud"], T0, "USD", ["b"]) == Decimal(5)
+    assert await ledger.spent_on(["cloud"], T0, "USD") == Decimal(7)
+    assert await ledger.spent_on([], T0, "USD") == Decimal(0)

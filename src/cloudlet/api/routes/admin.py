@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -17,7 +16,7 @@ from cloudlet.gateway.tenancy import Tenancy
 from cloudlet.ledger.keys import Tenant
 from cloudlet.ledger.reports import parse_since
 from cloudlet.ledger.store import Ledger
-from cloudlet.pricing import Money
+from cloudlet.pricing import MAX_AMOUNT, Money, parse_amount
 
 
 async def _admin(request: Request) -> Tenant:
@@ -51,26 +50,45 @@ router = APIRouter(
 LedgerDep = Annotated[Ledger, Depends(_ledger)]
 
 
+#: Printable text: control characters (NUL above all, which PostgreSQL refuses) are not names.
+_NAME = r"^[^\x00-\x1f\x7f]+$"
+_INT32 = 2**31 - 1  # the ledger's integer columns
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=_NAME)]
+
+
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    team: str = Field(min_length=1, max_length=128)
-    models: list[str] | None = None
-    rpm: int | None = Field(None, ge=1)
-    tpm: int | None = Field(None, ge=1)
-    budget: str | None = Field(None, description='amount as a decimal string, e.g. "20.00"')
-    currency: str = Field("USD", pattern="^[A-Z]{3}$")
+    team: Name
+    models: Annotated[list[Name], Field(max_length=1000)] | None = None
+    rpm: int | None = Field(None, ge=1, le=_INT32)
+    tpm: int | None = Field(None, ge=1, le=_INT32)
+    budget: str | None = Field(
+        None,
+        max_length=64,
+        description=f'amount as a decimal string, e.g. "20.00" (0 to {MAX_AMOUNT})',
+    )
+    currency: str | None = Field(
+        None, pattern="^[A-Z]{3}$", description="the deployment's currency (the default)"
+    )
     period: Literal["day", "month"] = "month"
 
 
 @router.post("/keys", status_code=201, summary="Create an API key (shown once)")
-async def create_key(body: KeyCreate, ledger: LedgerDep) -> dict[str, Any]:
+async def create_key(body: KeyCreate, request: Request, ledger: LedgerDep) -> dict[str, Any]:
+    deployment: str = request.app.state.spec.currency
+    if body.currency is not None and body.currency != deployment:
+        raise InvalidRequest(
+            f"currency must be {deployment}, the currency this deployment bills in "
+            "(amounts are never converted)",
+            param="currency",
+        )
     budget = None
     if body.budget is not None:
         try:
-            budget = Money(Decimal(body.budget), body.currency)
-        except InvalidOperation:
-            raise InvalidRequest("budget must be a decimal amount", param="budget") from None
+            budget = Money(parse_amount(body.budget), deployment)
+        except ValueError as exc:
+            raise InvalidRequest(f"budget: {exc}", param="budget") from None
     created = await ledger.keys.create(
         body.team, models=body.models, rpm=body.rpm, tpm=body.tpm, budget=budget, period=body.period
     )
