@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import csv
 import io
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import Server, start_server, stop_server
+from tests.conftest import Server, free_port, start_server, stop_server
 from tests.fakes_upstream import FakeUpstream, Hold
 
 pytestmark = pytest.mark.slow
@@ -55,6 +60,34 @@ def upstream() -> Iterator[FakeUpstream]:
     fake = FakeUpstream().start()
     yield fake
     fake.stop()
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A `cloudlet worker` of its own: the process that templates and tokenizes."""
+    tmp = tmp_path_factory.mktemp("worker")
+    path = tmp / "cloudlet.yaml"
+    path.write_text(CONFIG.format(context=CONTEXT, url="http://127.0.0.1:9/v1"))
+    port = free_port()
+    log = tmp / "worker.log"
+    args = [sys.executable, "-m", "cloudlet", "worker", "--config", str(path), "-m", "smollm2"]
+    process = subprocess.Popen(
+        [*args, "--port", str(port)], cwd=tmp, stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
+    srv = Server(process, f"http://127.0.0.1:{port}", log)
+    deadline = time.monotonic() + 300
+    while True:
+        assert process.poll() is None, srv.output()
+        assert time.monotonic() < deadline, srv.output()
+        try:
+            if httpx.get(srv.base_url + "/ready", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    yield srv
+    stop_server(srv)
+    assert "Traceback" not in srv.output(), srv.output()
 
 
 @pytest.fixture(scope="module")
@@ -120,22 +153,25 @@ def in_flight(
 
 
 def test_health_answers_while_the_largest_admissible_prompts_are_tokenized(
-    server: Server,
+    worker: Server,
 ) -> None:
     # The largest prompt the size check lets through: 13,000 special tokens (130 KB), which
     # llama.cpp tokenizes in time quadratic in their number. /health answers again and again
-    # while they are tokenized (on the event loop, it answered only between them).
+    # while they are tokenized (on the event loop, it answered only between them). Asked of
+    # the worker itself, the process that tokenizes: the gateway's /health never waits on it.
     heavy = {"model": "smollm2", "prompt": "<|im_end|>" * 13_000, "max_tokens": 1}
-    answered, results = in_flight(server, [("/completions", heavy)] * 2)
+    answered, results = in_flight(worker, [("/completions", heavy)] * 2)
     assert answered >= 3
     for r in results:
         assert r.status_code == 400
         assert error_code(r) == "context_length_exceeded"
 
 
+@pytest.mark.parametrize("where", ["worker", "server"])
 def test_huge_prompts_are_refused_before_templating_while_health_answers(
-    server: Server,
+    where: str, request: pytest.FixtureRequest
 ) -> None:
+    server: Server = request.getfixturevalue(where)
     # The issue's two: 352 KB of special tokens (blocked /health 27.7 s) and 16,000 messages
     # (560 KB, 18.9 s); and 2048 short messages, the cap, which are templated and tokenized.
     special = {"model": "smollm2", "prompt": "<|im_end|>x" * 32_000, "max_tokens": 1}
@@ -209,3 +245,28 @@ def test_a_client_that_leaves_a_remote_request_cancels_it(
     finally:
         upstream.release()
     assert [(r["status"], r["target"]) for r in rows] == [("cancelled", "remote")]
+
+
+def test_slowloris_connections_do_not_delay_shutdown(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    config = (
+        "server: {header_timeout_s: 600}\n"
+        f"models: [{{name: remote, engine: openai, url: '{upstream.url}'}}]\n"
+        "storage: {ledger: 'off'}\n"
+    )
+    srv = start_server(tmp_path, config)
+    port = int(srv.base_url.rsplit(":", 1)[1])
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
+    try:
+        for sock in socks:
+            sock.settimeout(BOUND_S)
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\n")
+        srv.process.send_signal(signal.SIGTERM)
+        # Far sooner than the 600 s the heads may take: the server does not wait for them.
+        assert srv.process.wait(timeout=BOUND_S) == 0
+        assert all(sock.recv(1024) == b"" for sock in socks)  # closed
+    finally:
+        for sock in socks:
+            sock.close()
+        stop_server(srv)
