@@ -8,6 +8,7 @@ waits are bounded only so that a hang fails.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import signal
@@ -251,21 +252,32 @@ def test_slowloris_connections_do_not_delay_shutdown(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
     config = (
-        "server: {header_timeout_s: 600}\n"
+        "server: {header_timeout_s: 600, body_timeout_s: 600, drain_timeout_s: 600}\n"
         f"models: [{{name: remote, engine: openai, url: '{upstream.url}'}}]\n"
         "storage: {ledger: 'off'}\n"
     )
     srv = start_server(tmp_path, config)
     port = int(srv.base_url.rsplit(":", 1)[1])
-    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(55)]
     try:
+        for sock in socks[:50]:  # heads that never end
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\n")
+        for sock in socks[50:]:  # bodies that never end
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            )
+        # Each is at the server (a /health after them answers), then SIGTERM.
+        assert httpx.get(srv.base_url + "/health", timeout=30).status_code == 200
+        srv.process.send_signal(signal.SIGTERM)
+        # Far sooner than the 600 s they may take and the drain may wait: a client still
+        # sending its request has nothing in flight to finish.
+        assert srv.process.wait(timeout=BOUND_S) == 0
         for sock in socks:
             sock.settimeout(BOUND_S)
-            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\n")
-        srv.process.send_signal(signal.SIGTERM)
-        # Far sooner than the 600 s the heads may take: the server does not wait for them.
-        assert srv.process.wait(timeout=BOUND_S) == 0
-        assert all(sock.recv(1024) == b"" for sock in socks)  # closed
+            with contextlib.suppress(ConnectionResetError):
+                while sock.recv(65536):  # whatever was answered, then closed
+                    pass
     finally:
         for sock in socks:
             sock.close()

@@ -12,12 +12,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloudlet.api.errors import error_response
 from cloudlet.errors import EngineUnavailable
 
 _ALWAYS_OPEN = ("/health", "/ready", "/metrics")
+_NO_BODY = ("GET", "HEAD", "OPTIONS", "DELETE")
 
 
 @dataclass
@@ -56,8 +57,23 @@ class DrainGuard:
             refused.headers["Connection"] = "close"
             await refused(scope, receive, send)
             return
-        self.state.in_flight += 1
+        # A request counts once its body is in: a client still sending (slowly, or never) has
+        # nothing in flight to finish, and must not hold the drain (its read is bounded by
+        # server.body_timeout_s, and uvicorn's graceful shutdown bounds it again).
+        counted = scope["method"] in _NO_BODY
+        if counted:
+            self.state.in_flight += 1
+
+        async def counting_receive() -> Message:
+            nonlocal counted
+            message = await receive()
+            if not counted and message["type"] == "http.request" and not message.get("more_body"):
+                counted = True
+                self.state.in_flight += 1
+            return message
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, counting_receive, send)
         finally:
-            self.state.in_flight -= 1
+            if counted:
+                self.state.in_flight -= 1
