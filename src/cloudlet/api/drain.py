@@ -57,23 +57,25 @@ class DrainGuard:
             refused.headers["Connection"] = "close"
             await refused(scope, receive, send)
             return
-        # A request counts once its body is in: a client still sending (slowly, or never) has
-        # nothing in flight to finish, and must not hold the drain (its read is bounded by
-        # server.body_timeout_s, and uvicorn's graceful shutdown bounds it again).
-        counted = scope["method"] in _NO_BODY
-        if counted:
-            self.state.in_flight += 1
+        # A request waiting for its client to send the body has nothing in flight to finish,
+        # and must not hold the drain (a stalled body is bounded by server.body_timeout_s and,
+        # at shutdown, by uvicorn's graceful timeout): it does not count while it waits.
+        self.state.in_flight += 1
+        body_done = scope["method"] in _NO_BODY
 
         async def counting_receive() -> Message:
-            nonlocal counted
-            message = await receive()
-            if not counted and message["type"] == "http.request" and not message.get("more_body"):
-                counted = True
+            nonlocal body_done
+            if body_done:
+                return await receive()
+            self.state.in_flight -= 1
+            try:
+                message = await receive()
+            finally:
                 self.state.in_flight += 1
+            body_done = message["type"] != "http.request" or not message.get("more_body")
             return message
 
         try:
             await self.app(scope, counting_receive, send)
         finally:
-            if counted:
-                self.state.in_flight -= 1
+            self.state.in_flight -= 1
