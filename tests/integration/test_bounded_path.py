@@ -101,7 +101,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream) -> 
 
 
 def post(server: Server, path: str, body: object, timeout: float = BOUND_S) -> httpx.Response:
-    return httpx.post(server.v1 + path, json=body, timeout=timeout)
+    # The admin key works everywhere (and with an admin key set, open mode is closed).
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    return httpx.post(server.v1 + path, json=body, timeout=timeout, headers=headers)
 
 
 def usage_rows(server: Server) -> list[dict[str, str]]:

@@ -31,7 +31,11 @@ ADMIN = "admin-key-for-slow-client-tests"
 LIMITS = ServerSpec(
     header_timeout_s=1.0, body_timeout_s=1.0, max_header_bytes=8192, max_body_bytes=65536
 )
-HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+AUTH = {"Authorization": f"Bearer {ADMIN}"}  # an admin key closes open mode
+HEAD = (
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+    b"Authorization: Bearer " + ADMIN.encode() + b"\r\n"
+)
 BOUND_S = 15.0  # a hang fails after this; the configured timeouts are 1 s
 
 
@@ -116,7 +120,7 @@ def test_oversized_headers_get_431(served: Served) -> None:
 
 
 def test_a_huge_body_gets_a_413_the_openai_client_receives(served: Served) -> None:
-    client = openai.OpenAI(base_url=served.base_url + "/v1", api_key="x", max_retries=2)
+    client = openai.OpenAI(base_url=served.base_url + "/v1", api_key=ADMIN, max_retries=2)
     with pytest.raises(openai.APIStatusError) as raised:
         client.chat.completions.create(
             model="fake", messages=[{"role": "user", "content": "a" * (64 << 20)}]
@@ -143,7 +147,7 @@ def test_a_lone_surrogate_is_a_400(served: Served, raw: bytes) -> None:
     r = httpx.post(
         served.base_url + "/v1/chat/completions",
         content=raw,
-        headers={"content-type": "application/json"},
+        headers={"content-type": "application/json", **AUTH},
     )
     assert r.status_code == 400
     assert r.json()["error"]["type"] == "invalid_request_error"
@@ -211,7 +215,7 @@ def test_a_client_that_leaves_cancels_its_request(
     body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
 
     async def leave() -> None:
-        async with httpx.AsyncClient(base_url=served.base_url) as http:
+        async with httpx.AsyncClient(base_url=served.base_url, headers=AUTH) as http:
             with pytest.raises(httpx.ReadTimeout):
                 await http.post("/v1/chat/completions", json=body, timeout=1.0)
 
