@@ -56,8 +56,8 @@ class KeyCreate(BaseModel):
 
     team: str = Field(min_length=1, max_length=128)
     models: list[str] | None = None
-    rpm: int | None = Field(None, ge=1)
-    tpm: int | None = Field(None, ge=1)
+    rpm: int | None = Field(None, ge=1, le=2**31 - 1)
+    tpm: int | None = Field(None, ge=1, le=2**31 - 1)
     budget: str | None = Field(
         None,
         pattern=r"^[0-9]{1,15}(\.[0-9]{1,10})?$",
