@@ -60,7 +60,7 @@ class KeyCreate(BaseModel):
     tpm: int | None = Field(None, ge=1, le=2**31 - 1)
     budget: str | None = Field(
         None,
-        pattern=r"^[0-9]{1,15}(\.[0-9]{1,10})?$",
+        pattern=r"^[0-9]{1,9}(\.[0-9]{1,9})?$",  # fits the ledger: nanos in a BIGINT
         description='amount as a decimal string, e.g. "20.00"',
     )
     currency: str = Field("USD", pattern="^[A-Z]{3}$")
