@@ -11,7 +11,9 @@ translated at the boundary with ``raise ... from``.
     ├── InvalidRequest                 400 invalid_request_error
     │   ├── ContextLengthExceeded      400 invalid_request_error / context_length_exceeded
     │   ├── PayloadTooLarge            413 invalid_request_error / payload_too_large
-    │   └── LedgerOff                  400 invalid_request_error / ledger_off (admin API)
+    │   ├── LedgerOff                  400 invalid_request_error / ledger_off (admin API)
+    │   ├── RequestTimeout             408 invalid_request_error / request_timeout
+    │   └── HeadersTooLarge            431 invalid_request_error / headers_too_large
     ├── ModelNotFound                  404 invalid_request_error / model_not_found
     ├── KeyNotFound                    404 invalid_request_error / key_not_found (admin API)
     ├── WrongModelKind                 400 invalid_request_error / model_not_supported
@@ -109,6 +111,18 @@ class LedgerOff(InvalidRequest):
     """The admin API's keys and usage need a ledger, and ``storage.ledger`` is ``off``."""
 
     code = "ledger_off"
+
+
+class RequestTimeout(InvalidRequest):
+    """The request's head or body did not arrive in time (a slow or stalled client)."""
+
+    status = 408
+    code = "request_timeout"
+
+
+class HeadersTooLarge(InvalidRequest):
+    status = 431
+    code = "headers_too_large"
 
 
 class ModelNotFound(CloudletError):

@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Protocol
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from cloudlet import __version__
+from cloudlet.api.disconnect import CancelOnDisconnect
 from cloudlet.api.docs import install_docs
 from cloudlet.api.drain import DrainGuard, DrainState
-from cloudlet.api.errors import install_error_handlers
+from cloudlet.api.errors import ContainAnsweredErrors, install_error_handlers
 from cloudlet.api.limits import BodyLimit
 from cloudlet.api.metrics import AuthFailures, make_registry
 from cloudlet.api.metrics import router as metrics_router
@@ -33,6 +35,16 @@ from cloudlet.gateway.tenancy import Tenancy
 from cloudlet.ledger.store import Ledger
 
 log = logging.getLogger(__name__)
+
+#: Requests whose handler is cancelled when their client leaves (see api/disconnect.py).
+GENERATION_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+
+
+class _App(FastAPI):
+    """FastAPI, with an answered 500 leaving the connection usable (see ContainAnsweredErrors)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return ContainAnsweredErrors(super().build_middleware_stack())
 
 
 class Store(Protocol):
@@ -104,7 +116,7 @@ def create_app(
                     await loading
                 await gateway.close()
 
-    app = FastAPI(
+    app = _App(
         title="cloudlet",
         version=__version__,
         summary="OpenAI-compatible API over open models, local first.",
@@ -129,6 +141,7 @@ def create_app(
     if accounts:
         app.include_router(admin.router)
     app.include_router(metrics_router)
+    app.add_middleware(CancelOnDisconnect, paths=GENERATION_PATHS)
     app.add_middleware(BodyLimit, max_bytes=spec.server.max_body_bytes)
     app.add_middleware(DrainGuard, state=drain)  # outermost: refuses before reading bodies
     _document_errors(app)

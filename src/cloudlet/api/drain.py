@@ -12,12 +12,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloudlet.api.errors import error_response
 from cloudlet.errors import EngineUnavailable
 
 _ALWAYS_OPEN = ("/health", "/ready", "/metrics")
+_NO_BODY = ("GET", "HEAD", "OPTIONS", "DELETE")
 
 
 @dataclass
@@ -56,8 +57,25 @@ class DrainGuard:
             refused.headers["Connection"] = "close"
             await refused(scope, receive, send)
             return
+        # A request waiting for its client to send the body has nothing in flight to finish,
+        # and must not hold the drain (a stalled body is bounded by server.body_timeout_s and,
+        # at shutdown, by uvicorn's graceful timeout): it does not count while it waits.
         self.state.in_flight += 1
+        body_done = scope["method"] in _NO_BODY
+
+        async def counting_receive() -> Message:
+            nonlocal body_done
+            if body_done:
+                return await receive()
+            self.state.in_flight -= 1
+            try:
+                message = await receive()
+            finally:
+                self.state.in_flight += 1
+            body_done = message["type"] != "http.request" or not message.get("more_body")
+            return message
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, counting_receive, send)
         finally:
             self.state.in_flight -= 1

@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloudlet.errors import AuthenticationError, CloudletError
 
@@ -103,6 +104,38 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         envelope("The server had an error while processing your request.", "server_error"),
         status_code=500,
     )
+
+
+class ContainAnsweredErrors:
+    """Keeps an error that was already answered from closing the connection.
+
+    Starlette's outermost middleware sends the 500 from :func:`_unexpected` and then raises
+    the exception again (for servers and tests to see); uvicorn then closes the connection,
+    and a client that reuses it (every HTTP client keeps connections alive) gets a reset on
+    its next request. Once a complete response went out, the error is logged and done with;
+    an error in the middle of a response still closes the connection (it cannot be resumed).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        complete = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal complete
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                complete = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            if not complete:
+                raise
 
 
 def install_error_handlers(app: FastAPI) -> None:

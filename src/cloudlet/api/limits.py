@@ -1,11 +1,39 @@
-"""Request body limit as a pure ASGI middleware: bodies over the limit get 413 before parsing."""
+"""Request body checks as a pure ASGI middleware, before any parsing.
+
+Bodies over the limit get 413; bodies with a lone UTF-16 surrogate get 400 (``json.loads``
+accepts ``"\\ud800"``, and even the UTF-8-style bytes of one, and the string then fails the
+first time anything encodes it: a template, a tokenizer, a log line, the error message that
+repeats a model name).
+"""
 
 from __future__ import annotations
+
+import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloudlet.api.errors import error_response
-from cloudlet.errors import PayloadTooLarge
+from cloudlet.errors import InvalidRequest, PayloadTooLarge
+
+# A surrogate as the 3 bytes UTF-8 would give it (ED A0..BF xx; never valid UTF-8), or as a
+# JSON escape.
+_UTF8_SURROGATE = re.compile(rb"\xed[\xa0-\xbf]")
+_MAYBE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+# Every escape in a JSON text; a surrogate pair is one match, so a lone one is found alone.
+_ESCAPE = re.compile(
+    rb"\\(?:(?P<pair>u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?P<lone>u[dD][89a-fA-F][0-9a-fA-F]{2})|.)",
+    re.DOTALL,
+)
+
+
+def has_lone_surrogate(body: bytes) -> bool:
+    """Whether a JSON text holds a surrogate that is not half of a pair (not valid Unicode)."""
+    if _MAYBE_SURROGATE.search(body) is None:
+        return False
+    if _UTF8_SURROGATE.search(body):
+        return True
+    return any(match.group("lone") for match in _ESCAPE.finditer(body))
 
 
 class BodyLimit:
@@ -42,13 +70,21 @@ class BodyLimit:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+        body = b"".join(chunks)
+        if has_lone_surrogate(body):
+            refused = InvalidRequest(
+                "The request body contains a lone UTF-16 surrogate (such as \\ud800) in a "
+                "string; JSON text must be valid Unicode."
+            )
+            await error_response(refused)(scope, receive, send)
+            return
         replayed = False
 
         async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
         await self.app(scope, replay, send)

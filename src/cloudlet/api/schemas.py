@@ -77,6 +77,8 @@ class StreamOptions(_Request):
     include_usage: StrictBool = False
 
 
+#: OpenAI's own cap on a chat request's messages; more is refused before any templating.
+MAX_MESSAGES = 2048
 Stop = str | Annotated[list[str], Field(max_length=4)] | None
 Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
@@ -103,7 +105,7 @@ class _Sampling(_Request):
 
 
 class ChatCompletionRequest(_Sampling):
-    messages: Annotated[list[Message], Field(min_length=1)]
+    messages: Annotated[list[Message], Field(min_length=1, max_length=MAX_MESSAGES)]
     max_completion_tokens: PositiveInt | None = None
     response_format: ResponseFormat | None = None
 

@@ -101,6 +101,7 @@ def serve(
     preflight(spec, admin_key)  # storage reachable, ${VAR}s set, auth fails closed (exit 2/4/5)
 
     from cloudlet.api import create_app
+    from cloudlet.api.http_guard import uvicorn_options
 
     engines, companions = _cluster_parts(spec, namespace, wake_timeout) if cluster else (None, [])
     app = create_app(
@@ -118,6 +119,7 @@ def serve(
             log_config=None,
             log_level=spec.server.log_level,
             timeout_graceful_shutdown=5,
+            **uvicorn_options(spec.server),
         ),
         spec,
         app.state.drain,

@@ -80,6 +80,7 @@ def worker(
             EXIT_BAD_SPEC,
         )
     from cloudlet.api import create_app
+    from cloudlet.api.http_guard import guarded_protocol
     from cloudlet.api.worker_auth import WorkerToken
     from cloudlet.engines.factory import build_engine
     from cloudlet.gateway.catalog import Catalog
@@ -108,6 +109,7 @@ def worker(
             # idle one could race a request the gateway is sending on it.
             timeout_keep_alive=KEEP_ALIVE_S,
             timeout_graceful_shutdown=5,
+            http=guarded_protocol(spec.server),  # 408/431 for slow or odd clients (#13)
         ),
         app.state.drain,
         spec.server.drain_timeout_s,

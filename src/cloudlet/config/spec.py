@@ -176,6 +176,18 @@ class ServerSpec(_Strict):
     host: str = Field("127.0.0.1", description="address to bind; loopback unless told otherwise")
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="larger bodies get 413")
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, le=1 << 20, description="larger request heads get 431"
+    )
+    header_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="a request's head must arrive within this, else 408"
+    )
+    body_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="a request's body must arrive within this, else 408"
+    )
+    keep_alive_timeout_s: float = Field(
+        5.0, gt=0, le=3600, description="an idle keep-alive connection is closed after this"
+    )
     drain_timeout_s: float = Field(
         30.0,
         ge=0,

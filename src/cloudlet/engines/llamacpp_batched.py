@@ -26,7 +26,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import llama_cpp
@@ -62,6 +62,9 @@ MAX_BATCH = 512  # tokens per decode step: the decoding sequences plus prompt ch
 # machine's memory, at most 2 GiB; it fills only as slots drop prompts.
 PROMPT_CACHE_SHARE = 16
 PROMPT_CACHE_MAX = 2 << 30
+# Templating, tokenizing and grammar compiling of one request, on a worker thread. The size
+# check before it bounds the work; this bounds the wait when the machine is swamped.
+PREPARE_TIMEOUT_S = 30.0
 
 
 def default_parallel(kv_bytes_per_sequence: int, memory_bytes: int | None = None) -> int:
@@ -238,26 +241,60 @@ class BatchedLlamaCppEngine:
         scheduler, renderer, model = self._scheduler, self._renderer, self._model
         if scheduler is None or renderer is None or model is None:
             raise EngineUnavailable(f"model {self._spec.name!r} is not loaded")
-        tokens = renderer.tokens(request)
         n_ctx = self._spec.context
-        room = n_ctx - len(tokens)
-        max_tokens = request.max_tokens or min(self._spec.max_tokens_default, max(room, 0))
-        if room <= 0 or max_tokens > room:
-            raise ContextLengthExceeded(
-                f"This model's maximum context length is {n_ctx} tokens. However, you requested "
-                f"{len(tokens) + max_tokens} tokens ({len(tokens)} in the prompt, {max_tokens} "
-                "in the completion). Please reduce the length of the prompt or of max_tokens.",
-                param="messages" if request.messages is not None else "prompt",
-            )
-        if scheduler.is_full(self._spec.queue_size):  # checked again, atomically, on submit
+        # Cheap checks first: a prompt that cannot fit is refused before templating.
+        renderer.check_fits(request, n_ctx, request.max_tokens or 1)
+        if scheduler.is_full(self._spec.queue_size):
             raise self._overloaded()
-        sampler = SamplerChain(model.vocab, request, grammar_for(request.response_format))
-        job = BatchJob(request, tokens, max_tokens, sampler)
-        if not scheduler.submit(job, self._spec.queue_size):
+
+        def prepare() -> tuple[list[int], SamplerChain]:
+            tokens = renderer.tokens(request, n_ctx, request.max_tokens or 1)
+            grammar = grammar_for(request.response_format)
+            return tokens, SamplerChain(model.vocab, request, grammar)
+
+        tokens, sampler = await self._off_loop(prepare)
+        try:
+            room = n_ctx - len(tokens)
+            max_tokens = request.max_tokens or min(self._spec.max_tokens_default, max(room, 0))
+            if room <= 0 or max_tokens > room:
+                raise ContextLengthExceeded(
+                    f"This model's maximum context length is {n_ctx} tokens. However, you "
+                    f"requested {len(tokens) + max_tokens} tokens ({len(tokens)} in the "
+                    f"prompt, {max_tokens} in the completion). Please reduce the length of "
+                    "the prompt or of max_tokens.",
+                    param="messages" if request.messages is not None else "prompt",
+                )
+            job = BatchJob(request, tokens, max_tokens, sampler)
+            if not scheduler.submit(job, self._spec.queue_size):  # atomic: checked again
+                raise self._overloaded()
+        except BaseException:
             sampler.close()
-            raise self._overloaded()
+            raise
         self._requests += 1
         return _JobStream(job)
+
+    async def _off_loop(
+        self, prepare: Callable[[], tuple[list[int], SamplerChain]]
+    ) -> tuple[list[int], SamplerChain]:
+        """Template, tokenize and compile the grammar on a worker thread, within a time bound.
+
+        These are CPU work of up to seconds for long prompts (llama.cpp's special-token
+        splitting is quadratic in the prompt's length); on the event loop they would stall
+        every other request and ``/health``. A request that gives up (timeout, or its client
+        left) leaves the thread to finish; the sampler it built is then freed.
+        """
+        future = asyncio.get_running_loop().run_in_executor(None, prepare)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), PREPARE_TIMEOUT_S)
+        except BaseException as exc:
+            future.add_done_callback(_close_sampler)
+            if isinstance(exc, TimeoutError):
+                raise EngineOverloaded(
+                    f"model {self._spec.name!r} took over {PREPARE_TIMEOUT_S:.0f}s to prepare "
+                    "the prompt; retry later or send a shorter one",
+                    retry_after=1,
+                ) from exc
+            raise
 
     def _overloaded(self) -> EngineOverloaded:
         stats = self.stats()
@@ -265,6 +302,11 @@ class BatchedLlamaCppEngine:
             f"model {self._spec.name!r} has {stats.queue_depth} requests waiting; retry later",
             retry_after=round(stats.estimated_queue_wait_s) + 1,
         )
+
+
+def _close_sampler(future: asyncio.Future[tuple[list[int], SamplerChain]]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result()[1].close()
 
 
 class _JobStream:

@@ -16,7 +16,7 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
 from cloudlet.domain import GenerationRequest, ResponseFormat
-from cloudlet.errors import InvalidRequest
+from cloudlet.errors import ContextLengthExceeded, InvalidRequest
 
 # SmolLM2's own template (ChatML), used only when a GGUF carries none.
 _CHATML = (
@@ -48,6 +48,7 @@ class PromptRenderer:
             bos_token=model.token_get_text(model.token_bos()),
         )
         self._model = model
+        self.max_piece_bytes = _longest_piece(model)
 
     def prompt_text(self, request: GenerationRequest) -> str:
         if request.prompt is not None:
@@ -61,13 +62,68 @@ class PromptRenderer:
                 f"the model's chat template rejected the messages: {exc}", param="messages"
             ) from exc
 
-    def tokens(self, request: GenerationRequest) -> list[int]:
-        text = self.prompt_text(request)
+    def check_fits(self, request: GenerationRequest, context: int, max_tokens: int) -> None:
+        """Refuse, before any templating, a prompt that certainly cannot fit ``context``.
+
+        Every token stands for at most :attr:`max_piece_bytes` bytes of the text it came from,
+        so a text of ``n`` UTF-8 bytes is at least ``n / max_piece_bytes`` tokens. Chat
+        messages are counted without their surrounding whitespace (templates may trim it);
+        the template only adds to the rest. Cheap (no tokenizing), and never refuses a prompt
+        that would fit: it turns the quadratic cost of tokenizing a huge prompt into a 400.
+        """
+        if request.prompt is not None:
+            size = len(request.prompt.encode("utf-8"))
+        else:
+            assert request.messages is not None
+            size = sum(len(m.content.strip().encode("utf-8")) for m in request.messages)
+        self._check_bytes(size, request, context, max_tokens)
+
+    def _check_bytes(
+        self, size: int, request: GenerationRequest, context: int, max_tokens: int
+    ) -> None:
+        at_least = -(-size // self.max_piece_bytes)
+        if at_least + max_tokens > context:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {context} tokens. However, your "
+                f"prompt is {size} bytes, at least {at_least} tokens, and you requested "
+                f"{max_tokens} tokens for the completion. Please reduce the length of the "
+                "prompt or of max_tokens.",
+                param="messages" if request.messages is not None else "prompt",
+            )
+
+    def tokens(
+        self, request: GenerationRequest, context: int | None = None, max_tokens: int = 0
+    ) -> list[int]:
+        """Render and tokenize (slow for long prompts: call it off the event loop).
+
+        With ``context``, the rendered text is checked against it by its size first, so an
+        oversized prompt is refused before the tokenizer (quadratic in special tokens) runs.
+        """
+        text = self.prompt_text(request).encode("utf-8")
+        if context is not None:
+            self._check_bytes(len(text), request, context, max_tokens)
         # Chat templates write their special tokens as text; a raw prompt gets a BOS if needed.
         tokens: list[int] = self._model.tokenize(
-            text.encode("utf-8"), add_bos=request.prompt is not None, special=True
+            text, add_bos=request.prompt is not None, special=True
         )
+        if not tokens:
+            # An empty prompt (OpenAI accepts ""): generate as from the start of a document.
+            # A sequence of no tokens would fail llama_decode, and with it the whole batch.
+            start = next(
+                (t for t in (self._model.token_bos(), self._model.token_eos()) if t >= 0), None
+            )
+            if start is None:
+                raise InvalidRequest("the prompt is empty", param="prompt")
+            tokens = [start]
         return tokens
+
+
+def _longest_piece(model: LlamaModel) -> int:
+    """The most bytes of text any one token stands for (special tokens included)."""
+    longest = 1
+    for token in range(model.n_vocab()):
+        longest = max(longest, len(model.token_to_piece(token, special=True)))
+    return longest
 
 
 def grammar_for(response_format: ResponseFormat) -> LlamaGrammar | None:

@@ -25,7 +25,7 @@ PENALTY_LAST_N = 64
 class SamplerChain:
     """Owns one native sampler chain; ``close`` frees it (idempotent).
 
-    Built on the event loop at admission, so a grammar llama.cpp rejects fails the request
+    Built at admission (on a worker thread), so a grammar llama.cpp rejects fails the request
     before its stream starts; used and closed on the decode thread afterwards.
     """
 

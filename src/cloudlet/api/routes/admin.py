@@ -103,14 +103,22 @@ async def list_keys(
     return {"data": [r.as_json() for r in records]}
 
 
-@router.delete("/keys/{key_id}", summary="Revoke an API key")
+@router.delete(
+    "/keys/{key_id}",
+    responses={404: {**ERROR_RESPONSES[404], "description": "No active key with this id"}},
+    summary="Revoke an API key",
+)
 async def revoke_key(key_id: str, ledger: LedgerDep) -> dict[str, Any]:
     if not await ledger.keys.revoke(key_id):
         raise KeyNotFound(f"no active API key {key_id!r}", param="key_id")
     return {"id": key_id, "revoked": True}
 
 
-@router.get("/usage", summary="Usage and cost, grouped (JSON) or per request (CSV)")
+@router.get(
+    "/usage",
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+    summary="Usage and cost, grouped (JSON) or per request (CSV)",
+)
 async def usage(
     ledger: LedgerDep,
     since: Annotated[str | None, Query(description="7d, 24h, 30m or an ISO date")] = None,

@@ -50,7 +50,15 @@ async def list_models(
 
 @router.get(
     "/v1/models/{model_id:path}/card",
-    responses={404: ERROR_RESPONSES[404]},
+    responses={
+        200: {
+            "content": {
+                "application/vnd.cyclonedx+json": {"schema": {"type": "object"}},
+                "application/yaml": {"schema": {"description": "Model Openness Tool YAML"}},
+            }
+        },
+        404: ERROR_RESPONSES[404],
+    },
     summary="The model's transparency card (JSON, CycloneDX 1.6 or Model Openness Tool YAML)",
 )
 async def get_card(
