@@ -68,6 +68,8 @@ def refused(client: TestClient, body: dict[str, object]) -> str:
         ({"team": "t", "budget": "5", "currency": "EUR"}, "currency"),
         ({"team": "a\x00b"}, "team"),
         ({"team": "a\nb"}, "team"),
+        ({"team": "a\u008ab"}, "team"),  # a C1 control (found by the live fuzzer)
+        ({"team": "a\u200eb"}, "team"),  # a format character
         ({"team": "t", "models": ["fake\x00"]}, "models[0]"),
     ],
 )

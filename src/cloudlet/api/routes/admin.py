@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from cloudlet.api.errors import ERROR_RESPONSES
 from cloudlet.api.routes.deps import bearer
@@ -53,7 +53,19 @@ LedgerDep = Annotated[Ledger, Depends(_ledger)]
 #: Printable text: control characters (NUL above all, which PostgreSQL refuses) are not names.
 _NAME = r"^[^\x00-\x1f\x7f]+$"
 _INT32 = 2**31 - 1  # the ledger's integer columns
-Name = Annotated[str, Field(min_length=1, max_length=128, pattern=_NAME)]
+
+
+def _printable(value: str) -> str:
+    """The ledger's rule (str.isprintable): the pattern alone lets C1 controls, format and
+    private-use characters through, which the key store then refuses."""
+    if not value.isprintable():
+        raise ValueError("must be printable text (no control or format characters)")
+    return value
+
+
+Name = Annotated[
+    str, Field(min_length=1, max_length=128, pattern=_NAME), AfterValidator(_printable)
+]
 
 
 class KeyCreate(BaseModel):
