@@ -131,7 +131,7 @@ def test_overloaded_engine_is_503_with_retry_after(tiny_queue: Server) -> None:
     body = {
         "model": "smollm2",
         "messages": [{"role": "user", "content": "Write a long story."}],
-        "max_tokens": 200,
+        "max_tokens": 64,  # enough to hold the slot while the others arrive
     }
 
     async def run() -> list[httpx.Response]:

@@ -172,7 +172,8 @@ def test_revoking_the_last_key_never_reopens(tmp_path: Path, upstream: FakeUpstr
     ledger = f"sqlite:///{tmp_path}/ledger.db"
     server = start_server(tmp_path, config(upstream, f"{{ledger: '{ledger}'}}"))
     try:
-        assert "auth: open" in server.output()
+        # The banner is printed once the socket serves, so /ready may answer a moment before.
+        wait_for(lambda: "auth: open" in server.output(), "the banner")
         assert httpx.get(server.base_url + "/health").json()["auth"] == "open"
         assert chat(server, None).status_code == 200  # loopback, no key ever: open
         created = json.loads(keys_cli(tmp_path, ledger, "create", "--team", "t", "--json"))

@@ -72,9 +72,9 @@ def serve(
 ) -> None:
     """Serve the spec's models behind an OpenAI-compatible API.
 
-    Exit codes: 1 other failures; 2 bad spec, or an unset ${VAR} in a storage URL; 3 the
-    openness policy refuses a model; 4 the ledger's database cannot be reached; 5 reachable
-    from the network (--host not loopback) with no way to authenticate (set
+    Exit codes: 1 other failures; 2 bad spec, or an unset ${VAR} in a storage URL;
+    3 the openness policy refuses a model; 4 the ledger's database cannot be reached;
+    5 reachable from the network (--host not loopback) with no way to authenticate (set
     CLOUDLET_ADMIN_KEY or create a key with `cloudlet keys create`); 6 the port is taken.
     """
     spec = spec_or_exit(

@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 CPU_PARALLEL = 8
 GPU_PARALLEL = 16
 KV_MEMORY_SHARE = 4  # the default parallel keeps the KV cache under 1/4 of physical memory
+TYPICAL_PROMPT = 64  # prompt tokens of the job the idle prior assumes
 MAX_BATCH = 512  # tokens per decode step: the decoding sequences plus prompt chunks
 # Host memory for saved prompt states (chat histories that outlive their slot): 1/16 of the
 # machine's memory, at most 2 GiB; it fills only as slots drop prompts.
@@ -232,7 +233,10 @@ class BatchedLlamaCppEngine:
             prompt_tokens_evaluated=s.prompt_tokens_evaluated,
             prompt_tokens_cached=s.prompt_tokens_cached,
             requests_total=self._requests,
-            job_seconds=scheduler.job_seconds(),
+            # Idle and nothing measured yet: a default-sized job's prior, so that a gateway in
+            # front of this worker spills from the first burst (it counts the load itself).
+            job_seconds=scheduler.job_seconds()
+            or scheduler.typical_job_seconds(self._spec.max_tokens_default, TYPICAL_PROMPT),
         )
 
     # --- admission -------------------------------------------------------------------------

@@ -117,6 +117,13 @@ class Scheduler:
         ages = [now - run.started for slot in self._slots.all if (run := slot.run) is not None]
         return max(self.prior_job_seconds(), max(ages, default=0.0))
 
+    def typical_job_seconds(self, max_tokens: int, prompt_tokens: int) -> float:
+        """The warm-up's prior for one job of that size, for an estimate needed before any
+        job is in hand (the gateway in front of a worker process counts the jobs itself and
+        must know a job's duration before the first burst reaches the worker)."""
+        costs = self._costs
+        return costs.job_seconds(max_tokens, prompt_tokens, self.parallel) if costs else 0.0
+
     def prior_job_seconds(self) -> float:
         """What the warm-up predicts for the outstanding jobs (0 before it ran, or when idle)."""
         costs, outstanding = self._costs, self.stats.outstanding

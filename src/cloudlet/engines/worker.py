@@ -104,6 +104,10 @@ class WorkerEngine:
         await client.start()
         self._client = client
         await process.start()
+        # Capacity and the job prior are known before the engine counts as loaded: the first
+        # burst after start must see them (local-first spill), not wait for the first poll.
+        async with self._stats_client(process, token) as first:
+            await self._read_stats(first)
         self._poller = asyncio.get_running_loop().create_task(
             self._poll(process, token), name=f"stats-{self.spec.name}"
         )
@@ -180,25 +184,30 @@ class WorkerEngine:
             estimated_queue_wait_s=wait,
         )
 
+    def _stats_client(self, process: WorkerProcess, token: str) -> httpx.AsyncClient:
+        transport = httpx.AsyncHTTPTransport(uds=str(process.socket))
+        headers = {"Authorization": f"Bearer {token}"}
+        return httpx.AsyncClient(transport=transport, timeout=5.0, headers=headers)
+
+    async def _read_stats(self, client: httpx.AsyncClient) -> bool:
+        """One read of the worker's /stats; False when it did not answer."""
+        try:
+            response = await client.get("http://worker/stats")
+            entry = response.json()[self.spec.name]
+            self._remote = EngineStats(**{k: v for k, v in entry.items() if k in _STATS_FIELDS})
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return False
+        return True
+
     async def _poll(self, process: WorkerProcess, token: str) -> None:
         """Read the worker's /stats once a second; kill a worker that stops answering."""
-        transport = httpx.AsyncHTTPTransport(uds=str(process.socket))
         failed = 0
-        headers = {"Authorization": f"Bearer {token}"}
-        async with httpx.AsyncClient(transport=transport, timeout=5.0, headers=headers) as client:
+        async with self._stats_client(process, token) as client:
             while True:
                 await asyncio.sleep(POLL_S)
-                if not process.up:
+                if not process.up or await self._read_stats(client):
                     failed = 0
-                    continue
-                try:
-                    response = await client.get("http://worker/stats")
-                    entry = response.json()[self.spec.name]
-                    self._remote = EngineStats(
-                        **{k: v for k, v in entry.items() if k in _STATS_FIELDS}
-                    )
-                    failed = 0
-                except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                else:
                     failed += 1
                     if failed >= HUNG_AFTER:
                         process.kill(f"has not answered for {failed} polls")
