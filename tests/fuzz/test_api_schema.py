@@ -35,4 +35,14 @@ def test_api_conforms_to_its_schema(case: schemathesis.Case) -> None:
     if case.path == "/v1/embeddings":
         # `dimensions` above the model's size is schema-valid and rightly refused (400).
         excluded.append(positive_data_acceptance)
+    if case.path in (
+        "/v1/chat/completions",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+        "/v1/responses",
+    ):
+        # `tool_choice` naming a function that is not among `tools` (or given without tools),
+        # a tool_result block in an assistant turn, a previous_response_id never stored: all
+        # schema-valid and rightly refused (400/404): JSON Schema cannot relate the fields.
+        excluded.append(positive_data_acceptance)
     case.call_and_validate(excluded_checks=excluded)

@@ -14,6 +14,11 @@ from cloudlet.domain.types import (
     ResponseFormat,
     SamplingParams,
     TextDelta,
+    TokenLogprob,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
     Usage,
 )
 
@@ -31,5 +36,10 @@ __all__ = [
     "ResponseFormat",
     "SamplingParams",
     "TextDelta",
+    "TokenLogprob",
+    "Tool",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolChoice",
     "Usage",
 ]

@@ -41,12 +41,19 @@ from cloudlet.domain import (
     ModelId,
     ModelInfo,
 )
-from cloudlet.engines.llamacpp_common import PromptRenderer, default_threads, grammar_for
+from cloudlet.engines.llamacpp_common import (
+    PromptRenderer,
+    default_threads,
+    grammar_for,
+    tool_grammar,
+    tool_triggers,
+)
 from cloudlet.engines.llamacpp_logging import route_llama_logs
 from cloudlet.engines.llamacpp_sampling import SamplerChain
 from cloudlet.engines.llamacpp_scheduler import Scheduler
 from cloudlet.engines.llamacpp_slots import BatchJob
 from cloudlet.engines.sources import resolve_source
+from cloudlet.engines.toolcalls import ToolCallStream, wants_tools
 from cloudlet.errors import ContextLengthExceeded, EngineOverloaded, EngineUnavailable
 
 log = logging.getLogger(__name__)
@@ -103,6 +110,7 @@ class BatchedLlamaCppEngine:
             context_length=spec.context,
             created=int(time.time()),
             source=spec.source,
+            capabilities=("chat", "tools"),  # no images: llama.cpp's mtmd path is not wired
         )
         self._model: Any = None  # llama_cpp._internals.LlamaModel (untyped)
         self._ctx: Any = None
@@ -242,13 +250,14 @@ class BatchedLlamaCppEngine:
             )
         if scheduler.is_full(self._spec.queue_size):  # checked again, atomically, on submit
             raise self._overloaded()
-        sampler = SamplerChain(model.vocab, request, grammar_for(request.response_format))
+        grammar = tool_grammar(request) or grammar_for(request.response_format)
+        sampler = SamplerChain(model.vocab, request, grammar, tool_triggers(request))
         job = BatchJob(request, tokens, max_tokens, sampler)
         if not scheduler.submit(job, self._spec.queue_size):
             sampler.close()
             raise self._overloaded()
         self._requests += 1
-        return _JobStream(job)
+        return ToolCallStream(_JobStream(job)) if wants_tools(request) else _JobStream(job)
 
     def _overloaded(self) -> EngineOverloaded:
         stats = self.stats()

@@ -216,9 +216,8 @@ class OpenAIReplica:
                 async for data in response.aiter_raw():  # identity-encoded: split as bytes
                     *lines, rest = (rest + data).split(b"\n")
                     for line in lines:
-                        delta = parser.feed(line)
-                        if delta is not None:
-                            yield delta
+                        for event in parser.feed(line):
+                            yield event
                 # Read to the end even after [DONE]: a response left unread loses its
                 # keep-alive connection, and every request would pay for a new one.
                 parser.feed(rest)

@@ -19,6 +19,8 @@ from cloudlet.domain import (
     GenerationRequest,
     SamplingParams,
     TextDelta,
+    TokenLogprob,
+    ToolCallDelta,
     Usage,
 )
 from cloudlet.errors import (
@@ -50,7 +52,7 @@ def generation_body(request: GenerationRequest, upstream_model: str) -> dict[str
     body: dict[str, Any] = {"model": upstream_model, "stream": True}
     body["stream_options"] = {"include_usage": True}
     if request.messages is not None:
-        body["messages"] = [m.as_template_dict() for m in request.messages]
+        body["messages"] = [m.as_wire_dict() for m in request.messages]
     else:
         body["prompt"] = request.prompt
     if request.max_tokens is not None:
@@ -71,6 +73,15 @@ def generation_body(request: GenerationRequest, upstream_model: str) -> dict[str
         body["min_p"] = s.min_p
     if s.repeat_penalty != _DEFAULTS.repeat_penalty:
         body["repetition_penalty"] = s.repeat_penalty
+    if request.tools:
+        body["tools"] = [t.as_wire_dict() for t in request.tools]
+        body["tool_choice"] = request.tool_choice.as_wire()
+        if not request.parallel_tool_calls:
+            body["parallel_tool_calls"] = False
+    if request.logprobs:
+        body["logprobs"] = True
+        if request.top_logprobs:
+            body["top_logprobs"] = request.top_logprobs
     fmt = request.response_format
     if fmt.kind == "json_object":
         body["response_format"] = {"type": "json_object"}
@@ -81,7 +92,9 @@ def generation_body(request: GenerationRequest, upstream_model: str) -> dict[str
 
 
 def finish_reason(value: object) -> FinishReason:
-    return "length" if value == "length" else "stop"
+    if value in ("length", "tool_calls"):
+        return value
+    return "stop"
 
 
 def parse_chunk(data: bytes | str, where: str) -> dict[str, Any]:
@@ -96,6 +109,51 @@ def parse_chunk(data: bytes | str, where: str) -> dict[str, Any]:
     return chunk
 
 
+def chunk_tool_calls(chunk: Mapping[str, Any]) -> list[ToolCallDelta]:
+    """The tool-call pieces of a chat chunk (OpenAI's delta shape)."""
+    choices = chunk.get("choices") or ()
+    if not choices or not isinstance(choices[0], dict):
+        return []
+    delta = choices[0].get("delta")
+    calls = delta.get("tool_calls") if isinstance(delta, dict) else None
+    out: list[ToolCallDelta] = []
+    for call in calls if isinstance(calls, list) else ():
+        if not isinstance(call, dict):
+            continue
+        raw = call.get("function")
+        function: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        arguments = function.get("arguments")
+        out.append(
+            ToolCallDelta(
+                index=int(call.get("index") or 0),
+                arguments=arguments if isinstance(arguments, str) else "",
+                id=call.get("id") if isinstance(call.get("id"), str) else None,
+                name=function.get("name") if isinstance(function.get("name"), str) else None,
+            )
+        )
+    return out
+
+
+def chunk_logprobs(chunk: Mapping[str, Any]) -> tuple[TokenLogprob, ...]:
+    """The token log-probabilities of a chat chunk (``choices[0].logprobs.content``)."""
+    choices = chunk.get("choices") or ()
+    if not choices or not isinstance(choices[0], dict):
+        return ()
+    logprobs = choices[0].get("logprobs")
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    out: list[TokenLogprob] = []
+    for item in content if isinstance(content, list) else ():
+        if not isinstance(item, dict):
+            continue
+        top = tuple(
+            (str(t.get("token", "")), float(t.get("logprob", 0.0)))
+            for t in item.get("top_logprobs") or ()
+            if isinstance(t, dict)
+        )
+        out.append(TokenLogprob(str(item.get("token", "")), float(item.get("logprob", 0.0)), top))
+    return tuple(out)
+
+
 def chunk_text(chunk: Mapping[str, Any]) -> tuple[str, object]:
     """The text and finish_reason of a chat or completion chunk ('' / None when absent)."""
     choices = chunk.get("choices") or ()
@@ -108,7 +166,7 @@ def chunk_text(chunk: Mapping[str, Any]) -> tuple[str, object]:
 
 
 class StreamParser:
-    """Upstream SSE lines → text deltas, then one :class:`Finished`.
+    """Upstream SSE lines → text and tool-call deltas, then one :class:`Finished`.
 
     Usage comes from the upstream's last chunk (``stream_options.include_usage``); an upstream
     that ignores the option gets its usage counted here: the prompt estimated, one completion
@@ -123,14 +181,15 @@ class StreamParser:
         self._deltas = 0
         self.done = False
 
-    def feed(self, line: bytes) -> TextDelta | None:
+    def feed(self, line: bytes) -> list[TextDelta | ToolCallDelta]:
         if self.done or not line.startswith(b"data:"):
-            return None  # blank lines, comments, event: fields
+            return []  # blank lines, comments, event: fields
         data = line[5:].strip()
         if data == b"[DONE]":
             self.done = True
-            return None
+            return []
         chunk = parse_chunk(data, self._where)
+        events: list[TextDelta | ToolCallDelta] = []
         text, finish = chunk_text(chunk)
         if finish is not None:
             self._reason = finish_reason(finish)
@@ -139,10 +198,11 @@ class StreamParser:
             self._usage = Usage(
                 int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
             )
-        if not text:
-            return None
-        self._deltas += 1
-        return TextDelta(text)
+        if text:
+            events.append(TextDelta(text, chunk_logprobs(chunk)))
+        events.extend(chunk_tool_calls(chunk))
+        self._deltas += bool(events)
+        return events
 
     def finish(self) -> Finished:
         """The last event; an upstream that closed before ``[DONE]`` or a finish_reason broke

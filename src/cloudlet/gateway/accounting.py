@@ -22,7 +22,14 @@ from typing import Any
 from cloudlet.config import ModelSpec
 from cloudlet.config.storage import CostSpec
 from cloudlet.counters.base import Counters, Reservation
-from cloudlet.domain import EngineStats, Finished, GenerationEvent, GenerationRequest, TextDelta
+from cloudlet.domain import (
+    EngineStats,
+    Finished,
+    GenerationEvent,
+    GenerationRequest,
+    TextDelta,
+    ToolCallDelta,
+)
 from cloudlet.engines.openai_wire import estimate_prompt_tokens
 from cloudlet.errors import CloudletError
 from cloudlet.gateway.pricing import price_of
@@ -277,7 +284,7 @@ class Accounted(AsyncGenerator[GenerationEvent, None]):
         except BaseException as exc:
             await self._end("error", type(exc).__name__)
             raise
-        if isinstance(event, TextDelta):
+        if isinstance(event, TextDelta | ToolCallDelta):
             if self._ttft is None:
                 self._ttft = time.monotonic() - self._admission.started
             self._deltas += 1

@@ -17,7 +17,14 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
-from cloudlet.domain import Finished, GenerationEvent, GenerationRequest, TextDelta, Usage
+from cloudlet.domain import (
+    Finished,
+    GenerationEvent,
+    GenerationRequest,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from cloudlet.engines.openai_wire import estimate_prompt_tokens
 from cloudlet.errors import CloudletError, EngineError
 from cloudlet.gateway.budget import CloudBudget, Reservation
@@ -70,7 +77,7 @@ class Metered(AsyncGenerator[GenerationEvent, None]):
         self._owned = True
 
     def _record(self, event: GenerationEvent) -> None:
-        if isinstance(event, TextDelta):
+        if isinstance(event, TextDelta | ToolCallDelta):
             if self._deltas == 0:
                 self._target.observe_ttft(self._clock() - self._started)
             self._deltas += 1

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from cloudlet.domain import GenerationRequest, ModelId
 from cloudlet.engines.openai_wire import estimate_tokens
-from cloudlet.errors import ModelNotPermittedForKey
+from cloudlet.errors import InvalidRequest, ModelNotPermittedForKey
 from cloudlet.gateway.accounting import Accounted, Accounting
 from cloudlet.gateway.catalog import Catalog
 from cloudlet.gateway.service import Embedding, Gateway, Generation
@@ -52,9 +52,28 @@ class Pipeline:
             self.catalog.check(target)
         return targets
 
+    def _check_images(self, request: GenerationRequest, targets: list[str]) -> None:
+        """Images go only to models that declare vision; a 400 naming the model otherwise
+        (rather than a silent loss of the image)."""
+        if not any(m.parts for m in request.messages or ()):
+            return
+        for target in targets:
+            if "vision" not in self.gateway.model(target).capabilities:
+                raise InvalidRequest(
+                    f"Model {target!r} does not accept images: send text only, or use a model "
+                    "whose spec declares vision: true.",
+                    param="messages",
+                )
+
+    async def check(self, token: str | None, model: str) -> list[str]:
+        """The key, scope and policy checks of a request for ``model`` (for requests that
+        generate nothing, such as counting tokens); returns the targets it may reach."""
+        return self._admit_model(await self.tenant(token), model)
+
     async def generate(self, token: str | None, request: GenerationRequest) -> Generation:
         tenant = await self.tenant(token)
         targets = self._admit_model(tenant, request.model)
+        self._check_images(request, targets)
         if self.accounting is None:
             return await self.gateway.generate(request)
         route = request.model if self.gateway.is_route(request.model) else None
