@@ -15,7 +15,15 @@ from cloudlet.api.errors import install_error_handlers
 from cloudlet.api.limits import BodyLimit
 from cloudlet.api.metrics import make_registry
 from cloudlet.api.metrics import router as metrics_router
-from cloudlet.api.routes import admin, chat, completions, embeddings, health, models
+from cloudlet.api.routes import (
+    admin,
+    chat,
+    completions,
+    embeddings,
+    health,
+    messages,
+    models,
+)
 from cloudlet.api.schemas import ErrorResponse
 from cloudlet.config import Spec
 from cloudlet.counters.factory import open_counters, open_route_budgets
@@ -94,7 +102,7 @@ def create_app(
     app.state.drain = drain
     app.state.metrics = make_registry(gateway, drain)
     install_error_handlers(app)
-    for module in (models, chat, completions, embeddings, health):
+    for module in (models, chat, completions, messages, embeddings, health):
         app.include_router(module.router)
     if with_accounts:
         app.include_router(admin.router)
