@@ -216,7 +216,8 @@ def test_every_required_or_named_call_validates_over_many_prompts(client: OpenAI
         named = i % 2 == 1
         name = list(SCHEMAS)[i % 3]
         choice: Any = {"type": "function", "function": {"name": name}} if named else "required"
-        r = client.chat.completions.create(
+        # 50 generations share the machine's cores: wait as long as that takes.
+        r = client.with_options(timeout=3600).chat.completions.create(
             model=CHAT,
             messages=[{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
             tools=TOOLS,

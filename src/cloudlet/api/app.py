@@ -23,6 +23,7 @@ from cloudlet.api.routes import (
     health,
     messages,
     models,
+    responses,
 )
 from cloudlet.api.schemas import ErrorResponse
 from cloudlet.config import Spec
@@ -102,7 +103,7 @@ def create_app(
     app.state.drain = drain
     app.state.metrics = make_registry(gateway, drain)
     install_error_handlers(app)
-    for module in (models, chat, completions, messages, embeddings, health):
+    for module in (models, chat, completions, messages, responses, embeddings, health):
         app.include_router(module.router)
     if with_accounts:
         app.include_router(admin.router)
