@@ -209,10 +209,15 @@ def test_history_with_calls_and_results_is_accepted(client: OpenAI) -> None:
 
 def test_every_required_or_named_call_validates_over_many_prompts(client: OpenAI) -> None:
     """50 prompts, half `required` (any of three tools), half named, sampled (not greedy) so
-    the outputs vary: every call parses and validates. One call per answer keeps it short;
-    parallel calls are checked in test_required_gives_valid_calls."""
+    the outputs vary: every finished call parses and validates. One call per answer keeps it
+    short; parallel calls are checked in test_required_gives_valid_calls.
 
-    def ask(i: int) -> list[tuple[str, str]]:
+    The grammar bounds the shape, not the length: a 135M model sometimes loops inside a free
+    string until max_tokens (seen once in 50 here). That answer ends with `length`, as on
+    OpenAI, its arguments cut off; it must really have used every token, and stay rare."""
+    max_tokens = 200
+
+    def ask(i: int) -> tuple[str, list[tuple[str, str]]]:
         named = i % 2 == 1
         name = list(SCHEMAS)[i % 3]
         choice: Any = {"type": "function", "function": {"name": name}} if named else "required"
@@ -223,20 +228,25 @@ def test_every_required_or_named_call_validates_over_many_prompts(client: OpenAI
             tools=TOOLS,
             tool_choice=choice,
             parallel_tool_calls=False,
-            max_tokens=200,
+            max_tokens=max_tokens,
             temperature=0.8,
             seed=i,
         )
-        assert r.choices[0].finish_reason == "tool_calls", r.choices[0]
         calls = call_list(r)
-        assert len(calls) == 1
-        check_calls(calls, {name} if named else set(SCHEMAS))
-        return calls
+        assert len(calls) == 1 and calls[0][0] in ({name} if named else set(SCHEMAS))
+        reason = r.choices[0].finish_reason
+        if reason == "length":
+            assert r.usage is not None and r.usage.completion_tokens == max_tokens
+        else:
+            assert reason == "tool_calls"
+            check_calls(calls, {name} if named else set(SCHEMAS))
+        return reason, calls
 
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(ask, range(50)))
-    assert len(results) == 50
-    assert len({name for calls in results for name, _ in calls}) == 3  # not one canned answer
+    finished = [calls for reason, calls in results if reason == "tool_calls"]
+    assert len(finished) >= 45
+    assert len({name for calls in finished for name, _ in calls}) == 3  # not one canned answer
 
 
 def test_unsupported_or_inconsistent_tool_requests_are_400(client: OpenAI) -> None:
