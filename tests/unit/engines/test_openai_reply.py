@@ -26,9 +26,7 @@ def feed(*chunks: object) -> list[object]:
     events: list[object] = []
     for chunk in chunks:
         data = chunk if isinstance(chunk, bytes) else json.dumps(chunk).encode()
-        event = parser.feed(b"data: " + data)
-        if event is not None:
-            events.append(event)
+        events.extend(parser.feed(b"data: " + data))
     events.append(parser.finish())
     return events
 
@@ -52,6 +50,30 @@ MALFORMED_CHUNKS = [
     {"choices": [], "usage": {"prompt_tokens": True}},
     {"choices": [], "usage": {"prompt_tokens": 1e300}},
     {"choices": [], "usage": "lots"},
+    {"choices": [{"delta": {"tool_calls": {"index": 0}}}]},
+    {"choices": [{"delta": {"tool_calls": ["x"]}}]},
+    {"choices": [{"delta": {"tool_calls": [{"index": "0"}]}}]},
+    {"choices": [{"delta": {"tool_calls": [{"index": -1}]}}]},
+    {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": "f"}]}}]},
+    {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"name": 5}}]}}]},
+    {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": {}}}]}}]},
+    {"choices": [{"delta": {"tool_calls": [{"index": 0, "id": 7}]}}]},
+    {"choices": [{"delta": {"content": "x"}, "logprobs": "x"}]},
+    {"choices": [{"delta": {"content": "x"}, "logprobs": {"content": [{"token": "x"}]}}]},
+    {"choices": [{"delta": {"content": "x"}, "logprobs": {"content": [{"logprob": -1}]}}]},
+    {
+        "choices": [
+            {"delta": {"content": "x"}, "logprobs": {"content": [{"token": "x", "logprob": 2}]}}
+        ]
+    },
+    {
+        "choices": [
+            {
+                "delta": {"content": "x"},
+                "logprobs": {"content": [{"token": "x", "logprob": -1, "top_logprobs": [1]}]},
+            }
+        ]
+    },
     [1, 2],
     "text",
 ]
@@ -93,7 +115,7 @@ def test_a_whole_completion_instead_of_a_stream_is_the_answer() -> None:
         ],
         "usage": {"prompt_tokens": 7, "completion_tokens": 2},
     }
-    assert parser.feed_body(json.dumps(body).encode()) == TextDelta("hello")
+    assert parser.feed_body(json.dumps(body).encode()) == [TextDelta("hello")]
     assert parser.finish() == Finished("stop", Usage(7, 2))
 
 
@@ -170,6 +192,8 @@ JSON = st.recursive(
                 [
                     *("choices", "delta", "content", "text", "message", "usage", "error", "index"),
                     *("prompt_tokens", "completion_tokens", "finish_reason", "data", "embedding"),
+                    *("tool_calls", "function", "name", "arguments", "id", "logprobs"),
+                    *("top_logprobs", "token", "logprob"),
                 ]
             ),
             inner,
