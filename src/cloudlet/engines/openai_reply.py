@@ -198,6 +198,8 @@ def chunk_logprobs(chunk: Mapping[str, Any], where: str) -> tuple[TokenLogprob, 
         return ()
     if not isinstance(logprobs, dict):
         raise _malformed(where, "logprobs is not an object")
+    if "tokens" in logprobs:
+        return _legacy_logprobs(logprobs, where)
     content = logprobs.get("content")
     if content is None:
         return ()
@@ -214,6 +216,30 @@ def chunk_logprobs(chunk: Mapping[str, Any], where: str) -> tuple[TokenLogprob, 
             raise _malformed(where, "top_logprobs is not a list of objects")
         alternatives = tuple((_token(t, where), _logprob(t, where)) for t in top)
         out.append(TokenLogprob(_token(item, where), _logprob(item, where), alternatives))
+    return tuple(out)
+
+
+def _legacy_logprobs(logprobs: Mapping[str, Any], where: str) -> tuple[TokenLogprob, ...]:
+    """``/completions``' shape: parallel lists of tokens, logprobs and {token: logprob}."""
+    tokens, values = logprobs.get("tokens"), logprobs.get("token_logprobs")
+    tops = logprobs.get("top_logprobs")
+    if not isinstance(tokens, list) or not isinstance(values, list):
+        raise _malformed(where, "logprobs.tokens or token_logprobs is not a list")
+    if tops is None:
+        tops = [None] * len(tokens)
+    if not isinstance(tops, list) or not len(tokens) == len(values) == len(tops):
+        raise _malformed(where, "logprobs' lists differ in length")
+    out: list[TokenLogprob] = []
+    for token, value, top in zip(tokens, values, tops, strict=True):
+        if top is None:
+            top = {}
+        if not isinstance(top, dict):
+            raise _malformed(where, "a top_logprobs entry is not an object")
+        alternatives = tuple(
+            (_token({"token": t}, where), _logprob({"logprob": v}, where)) for t, v in top.items()
+        )
+        entry = {"token": token, "logprob": value}
+        out.append(TokenLogprob(_token(entry, where), _logprob(entry, where), alternatives))
     return tuple(out)
 
 

@@ -90,7 +90,9 @@ def generation_body(request: GenerationRequest, upstream_model: str) -> dict[str
         body["tool_choice"] = request.tool_choice.as_wire()
         if not request.parallel_tool_calls:
             body["parallel_tool_calls"] = False
-    if request.logprobs:
+    if request.logprobs and request.messages is None:
+        body["logprobs"] = request.top_logprobs  # /completions: how many alternatives
+    elif request.logprobs:
         body["logprobs"] = True
         if request.top_logprobs:
             body["top_logprobs"] = request.top_logprobs

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudlet.domain import Finished, TextDelta, Usage
+from cloudlet.domain import Finished, TextDelta, TokenLogprob, Usage
 from cloudlet.engines import openai_reply as reply
 from cloudlet.errors import (
     ContextLengthExceeded,
@@ -216,3 +216,41 @@ def test_no_reply_shape_raises_anything_but_an_upstream_error(value: object) -> 
     ):
         with contextlib.suppress(UpstreamError):
             read()
+
+
+def test_completions_logprobs_in_the_legacy_shape_are_read() -> None:
+    chunk = {
+        "choices": [
+            {
+                "text": "ab",
+                "logprobs": {
+                    "tokens": ["a", "b"],
+                    "token_logprobs": [-0.5, -1.0],
+                    "top_logprobs": [{"a": -0.5, "c": -2.0}, None],
+                    "text_offset": [0, 1],
+                },
+                "finish_reason": "stop",
+            }
+        ]
+    }
+    events = feed(chunk)
+    logprobs = (
+        TokenLogprob("a", -0.5, (("a", -0.5), ("c", -2.0))),
+        TokenLogprob("b", -1.0),
+    )
+    assert events[0] == TextDelta("ab", logprobs)
+
+
+@pytest.mark.parametrize(
+    "logprobs",
+    [
+        {"tokens": "ab", "token_logprobs": [-1.0]},
+        {"tokens": ["a"], "token_logprobs": [-1.0, -2.0]},
+        {"tokens": ["a"], "token_logprobs": ["x"]},
+        {"tokens": ["a"], "token_logprobs": [-1.0], "top_logprobs": [[1]]},
+        {"tokens": ["a"], "token_logprobs": [-1.0], "top_logprobs": [{"a": "x"}]},
+    ],
+)
+def test_malformed_legacy_logprobs_are_an_upstream_error(logprobs: object) -> None:
+    with pytest.raises(UpstreamError):
+        feed({"choices": [{"text": "a", "logprobs": logprobs, "finish_reason": "stop"}]})
