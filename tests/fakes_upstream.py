@@ -22,6 +22,9 @@ default:
 `prompt_tokens`, when set, computes the prompt tokens reported from the request body (the
 default reports 11): tests that check budgets make it count like a worst-case tokenizer.
 
+A chat request with `tools` (and `tool_choice` other than none) gets one streamed call to the
+named function, else the first, with TOOL_ARGUMENTS; `logprobs` get made-up log-probabilities.
+
 Run as a script (`python tests/fakes_upstream.py --port 9000 [--delay-ms 300]`) it serves
 forever: the benchmarks' fake upstream (or fake cloud, with a delay).
 """
@@ -301,8 +304,23 @@ class FakeUpstream:
         limit = body.get("max_tokens") or len(self.words)
         words = list(self.words)[:limit]
         chunks = [_chunk(body, {"role": "assistant", "content": ""} if chat else "", None, chat)]
-        chunks += [_chunk(body, {"content": w} if chat else w, None, chat) for w in words]
-        reason = "length" if limit < len(self.words) else "stop"
+        call = _tool_to_call(body) if chat else None
+        if call is not None:  # a call in OpenAI's delta shape: id and name once, then pieces
+            first = {"index": 0, "id": "call_up1", "type": "function"}
+            first["function"] = {"name": call, "arguments": ""}
+            chunks.append(_chunk(body, {"tool_calls": [first]}, None, chat))
+            for piece in TOOL_ARGUMENTS:
+                delta = {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+                chunks.append(_chunk(body, delta, None, chat))
+            reason = "tool_calls"
+        else:
+            for w in words:
+                chunks.append(_chunk(body, {"content": w} if chat else w, None, chat))
+                if chat and body.get("logprobs"):
+                    top = [{"token": w, "logprob": -0.5}] * int(body.get("top_logprobs") or 0)
+                    content = [{"token": w, "logprob": -0.5, "top_logprobs": top}]
+                    chunks[-1]["choices"][0]["logprobs"] = {"content": content}
+            reason = "length" if limit < len(self.words) else "stop"
         chunks.append(_chunk(body, {} if chat else "", reason, chat))
         usage_wanted = (body.get("stream_options") or {}).get("include_usage")
         if usage_wanted and not isinstance(fault, NoUsage):
@@ -350,6 +368,20 @@ class FakeUpstream:
             await writer.drain()
             await asyncio.sleep(fault.every)
             _write_chunk(writer, b": keep-alive\n\n")
+
+
+# The arguments the fake's tool calls carry, in the pieces it streams them in.
+TOOL_ARGUMENTS = ('{"city": ', '"Par', 'is"}')
+
+
+def _tool_to_call(body: Any) -> str | None:
+    """The function a request with tools gets a call to: the named one, else the first."""
+    tools, choice = body.get("tools"), body.get("tool_choice", "auto")
+    if not tools or choice == "none":
+        return None
+    if isinstance(choice, dict):
+        return str(choice["function"]["name"])
+    return str(tools[0]["function"]["name"])
 
 
 def _chunk(body: Any, piece: Any, reason: str | None, chat: bool) -> dict[str, Any]:

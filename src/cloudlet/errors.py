@@ -16,6 +16,7 @@ translated at the boundary with ``raise ... from``.
     │   └── HeadersTooLarge            431 invalid_request_error / headers_too_large
     ├── ModelNotFound                  404 invalid_request_error / model_not_found
     ├── KeyNotFound                    404 invalid_request_error / key_not_found (admin API)
+    ├── ResponseNotFound               404 invalid_request_error / response_not_found
     ├── WrongModelKind                 400 invalid_request_error / model_not_supported
     ├── AuthenticationError            401 invalid_request_error / invalid_api_key
     ├── PermissionDenied               403 permission_error
@@ -141,6 +142,21 @@ class KeyNotFound(CloudletError):
     status = 404
     type = "invalid_request_error"
     code = "key_not_found"
+
+
+class ResponseNotFound(CloudletError):
+    """A ``previous_response_id`` that names no response stored for this key."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "response_not_found"
+
+    def __init__(self, response_id: str) -> None:
+        super().__init__(
+            f"Previous response with id '{response_id}' not found. Responses are kept only "
+            "when created with store: true, and only for the key that created them.",
+            param="previous_response_id",
+        )
 
 
 class WrongModelKind(InvalidRequest):

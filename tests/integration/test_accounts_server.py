@@ -171,3 +171,26 @@ def test_kill_9_loses_no_committed_row_and_doubles_none(tmp_path: Path) -> None:
         assert {r["request_id"] for r in committed} <= set(ids)  # loses no committed row
     finally:
         stop_server(again)
+
+
+def test_anthropic_messages_use_the_same_keys_and_ledger(server: Server) -> None:
+    key = admin(server, "POST", "/admin/keys", json={"team": "claude"}).json()["key"]
+    body = {"model": "smollm2", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]}
+    url = server.v1 + "/messages"
+    missing = httpx.post(url, json=body, timeout=60)
+    assert missing.status_code == 401
+    assert missing.json()["error"]["type"] == "authentication_error"
+    ok = httpx.post(url, json=body, headers={"x-api-key": key}, timeout=60)
+    assert ok.status_code == 200 and ok.json()["type"] == "message"
+    streamed = httpx.post(
+        url, json={**body, "stream": True}, headers={"Authorization": f"Bearer {key}"}, timeout=60
+    )
+    assert streamed.status_code == 200 and "event: message_stop" in streamed.text
+    rows: list[dict[str, str]] = []
+    for _ in range(100):
+        rows = [r for r in usage_rows(server) if r["team"] == "claude"]
+        if len(rows) >= 2:
+            break
+        asyncio.run(asyncio.sleep(0.1))
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert all(int(r["completion_tokens"]) > 0 and float(r["cost"]) > 0 for r in rows)

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from openai import OpenAI
 
 from tests.conftest import Server, start_server, stop_server
-from tests.fakes_upstream import FakeUpstream, NoUsage
+from tests.fakes_upstream import TOOL_ARGUMENTS, FakeUpstream, NoUsage
 
 KEY = "sk-test-5f2b9c0d-not-for-anyone"
 HI = [{"role": "user", "content": "hi"}]
@@ -48,6 +49,7 @@ models:
     headers: {{X-Org: "${{ROUTING_TEST_ORG}}", X-Static: fixed}}
     price: {{input_per_mtok: 0.2, output_per_mtok: 0.6}}
     cloud: true
+    vision: true
   - name: embedder
     engine: openai
     kind: embedding
@@ -202,3 +204,117 @@ def test_the_api_key_is_never_returned_or_logged(server: Server, client: OpenAI)
     assert all(KEY not in body for body in bodies)
     assert KEY not in server.output()  # at log level debug, with upstream calls logged
     assert "ROUTING_TEST_KEY" in Path(server.log.parent / "cloudlet.yaml").read_text()
+
+
+WEATHER_TOOL: Any = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+HISTORY: Any = [
+    {"role": "user", "content": "Weather in Paris, then in Rome?"},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_a",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+            }
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_a", "content": "sunny"},
+]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_tools_pass_through_unchanged(
+    client: OpenAI, upstreams: dict[str, FakeUpstream], stream: bool
+) -> None:
+    cloud = upstreams["cloud"]
+    before = len(cloud.calls())
+    choice: Any = {"type": "function", "function": {"name": "get_weather"}}
+    kwargs: dict[str, Any] = dict(
+        model="cloud",
+        messages=HISTORY,
+        tools=[WEATHER_TOOL],
+        tool_choice=choice,
+        parallel_tool_calls=False,
+    )
+    if stream:
+        chunks = list(client.chat.completions.create(**kwargs, stream=True))
+        deltas = [d for c in chunks if c.choices for d in c.choices[0].delta.tool_calls or []]
+        assert deltas[0].id == "call_up1" and deltas[0].function.name == "get_weather"  # type: ignore[union-attr]
+        assert all(d.id is None and d.function.name is None for d in deltas[1:])  # type: ignore[union-attr]
+        arguments = "".join(d.function.arguments or "" for d in deltas)  # type: ignore[union-attr]
+        reason = [
+            c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+        ]
+        assert reason == ["tool_calls"]
+    else:
+        r = client.chat.completions.create(**kwargs)
+        (call,) = r.choices[0].message.tool_calls or []
+        assert (call.id, call.function.name) == ("call_up1", "get_weather")
+        arguments = call.function.arguments
+        assert r.choices[0].finish_reason == "tool_calls" and r.choices[0].message.content is None
+    assert arguments == "".join(TOOL_ARGUMENTS)
+    (sent,) = cloud.calls()[before:]
+    assert sent.body["tools"] == [WEATHER_TOOL]
+    assert sent.body["tool_choice"] == choice
+    assert sent.body["parallel_tool_calls"] is False
+    assert sent.body["messages"] == HISTORY
+
+
+def test_logprobs_pass_through(client: OpenAI, upstreams: dict[str, FakeUpstream]) -> None:
+    cloud = upstreams["cloud"]
+    before = len(cloud.calls())
+    r = client.chat.completions.create(model="cloud", messages=HI, logprobs=True, top_logprobs=2)  # type: ignore[arg-type]
+    (sent,) = cloud.calls()[before:]
+    assert (sent.body["logprobs"], sent.body["top_logprobs"]) == (True, 2)
+    content = r.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert content is not None
+    assert "".join(t.token for t in content) == r.choices[0].message.content
+    assert all(t.logprob == -0.5 and len(t.top_logprobs) == 2 for t in content)
+
+
+IMAGE: Any = [
+    {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "What is this?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+        ],
+    }
+]
+
+
+def test_images_pass_through_to_a_vision_model_only(
+    client: OpenAI, server: Server, upstreams: dict[str, FakeUpstream]
+) -> None:
+    cloud = upstreams["cloud"]
+    before = len(cloud.calls())
+    r = client.chat.completions.create(model="cloud", messages=IMAGE)
+    assert r.choices[0].message.content == "Hello from upstream"
+    (sent,) = cloud.calls()[before:]
+    assert sent.body["messages"] == IMAGE
+    refused = httpx.post(
+        server.v1 + "/chat/completions", json={"model": "own-vllm", "messages": IMAGE}
+    )
+    assert refused.status_code == 400
+    assert "'own-vllm' does not accept images" in refused.json()["error"]["message"]
+    # a route reaches a model without vision: refused too, naming that model
+    routed = httpx.post(server.v1 + "/chat/completions", json={"model": "chat", "messages": IMAGE})
+    assert routed.status_code == 400 and "own-vllm" in routed.json()["error"]["message"]
+
+
+def test_models_list_capabilities(server: Server) -> None:
+    data = {m["id"]: m for m in httpx.get(server.v1 + "/models").json()["data"]}
+    assert data["cloud"]["capabilities"] == ["chat", "tools", "vision"]
+    assert data["own-vllm"]["capabilities"] == ["chat", "tools"]
+    assert data["embedder"]["capabilities"] == ["embeddings"]
+    assert data["chat"]["capabilities"] == ["chat", "tools"]  # what every target can do
+    assert data["cloud"]["context_length"] > 0

@@ -19,7 +19,16 @@ from cloudlet.api.errors import ContainAnsweredErrors, install_error_handlers
 from cloudlet.api.limits import BodyLimit
 from cloudlet.api.metrics import AuthFailures, make_registry
 from cloudlet.api.metrics import router as metrics_router
-from cloudlet.api.routes import admin, chat, completions, embeddings, health, models
+from cloudlet.api.routes import (
+    admin,
+    chat,
+    completions,
+    embeddings,
+    health,
+    messages,
+    models,
+    responses,
+)
 from cloudlet.api.schemas import ErrorResponse
 from cloudlet.config import Spec
 from cloudlet.config.storage import StorageSpec, mask_url
@@ -136,7 +145,7 @@ def create_app(
     app.state.metrics = make_registry(gateway, drain)
     app.state.auth_failures = AuthFailures(app.state.metrics)
     install_error_handlers(app)
-    for module in (models, chat, completions, embeddings, health):
+    for module in (models, chat, completions, messages, responses, embeddings, health):
         app.include_router(module.router)
     if accounts:
         app.include_router(admin.router)

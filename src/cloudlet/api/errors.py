@@ -1,6 +1,10 @@
-"""The one place where errors become HTTP responses, always in OpenAI's envelope:
+"""The one place where errors become HTTP responses, in OpenAI's envelope:
 
     {"error": {"message": ..., "type": ..., "param": ..., "code": ...}}
+
+or, on the Anthropic Messages API's paths (``/v1/messages...``), in Anthropic's:
+
+    {"type": "error", "error": {"type": "invalid_request_error", "message": ...}}
 
 Our own errors carry their status, type and code (see :mod:`cloudlet.errors`); the framework's
 (validation, unknown route, wrong method) are mapped here; anything else is a 500 whose details
@@ -10,6 +14,7 @@ go to the log, never to the client.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -35,9 +40,42 @@ def error_body(exc: CloudletError) -> dict[str, Any]:
     return envelope(exc.message, exc.type, exc.param, exc.code)
 
 
-def error_response(exc: CloudletError) -> JSONResponse:
+# Anthropic's error types by HTTP status.
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+def _anthropic(body: dict[str, Any], status: int) -> dict[str, Any]:
+    kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return {"type": "error", "error": {"type": kind, "message": body["error"]["message"]}}
+
+
+def anthropic_error_body(exc: CloudletError) -> dict[str, Any]:
+    return _anthropic(error_body(exc), exc.status)
+
+
+def _respond(
+    request: Request | None,
+    body: dict[str, Any],
+    status: int,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    if request is not None and request.url.path.startswith("/v1/messages"):
+        body = _anthropic(body, status)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def error_response(exc: CloudletError, request: Request | None = None) -> JSONResponse:
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
-    return JSONResponse(error_body(exc), status_code=exc.status, headers=headers)
+    return _respond(request, error_body(exc), exc.status, headers)
 
 
 async def _cloudlet_error(request: Request, exc: Exception) -> JSONResponse:
@@ -46,7 +84,7 @@ async def _cloudlet_error(request: Request, exc: Exception) -> JSONResponse:
         failures = getattr(request.app.state, "auth_failures", None)
         if failures is not None:
             failures.record(request)
-    return error_response(exc)
+    return error_response(exc, request)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -69,7 +107,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     others = len({tuple(e["loc"][:2]) for e in errors}) - 1
     if others:
         message += f" (and {others} more problem{'s' if others > 1 else ''})"
-    return JSONResponse(envelope(message, "invalid_request_error", param), status_code=400)
+    return _respond(request, envelope(message, "invalid_request_error", param), 400)
 
 
 def _common_loc(locs: list[tuple[int | str, ...]]) -> list[int | str]:
@@ -95,15 +133,13 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     type_ = _HTTP_TYPES.get(exc.status_code, "invalid_request_error")
     if exc.status_code >= 500:
         type_ = "server_error"
-    return JSONResponse(envelope(message, type_), status_code=exc.status_code, headers=exc.headers)
+    return _respond(request, envelope(message, type_), exc.status_code, exc.headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse(
-        envelope("The server had an error while processing your request.", "server_error"),
-        status_code=500,
-    )
+    message = "The server had an error while processing your request."
+    return _respond(request, envelope(message, "server_error"), 500)
 
 
 class ContainAnsweredErrors:

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from cloudlet.api.errors import envelope, error_body
-from cloudlet.domain import Finished, GenerationEvent
+from cloudlet.domain import Finished, GenerationEvent, TextDelta, ToolCallDelta
 from cloudlet.errors import CloudletError
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,10 @@ def frame(payload: BaseModel) -> bytes:
 
 async def stream_events(
     events: AsyncGenerator[GenerationEvent, None],
-    on_text: Callable[[str], BaseModel],
+    on_text: Callable[[TextDelta], BaseModel],
     on_finish: Callable[[Finished], list[BaseModel]],
     first: list[BaseModel] | None = None,
+    on_tool: Callable[[ToolCallDelta], BaseModel] | None = None,
 ) -> AsyncIterator[bytes]:
     """Frame an engine's events as SSE; an error after the first byte becomes an error event.
 
@@ -61,7 +62,10 @@ async def stream_events(
                     yield frame(payload)
                 yield DONE
                 return
-            yield frame(on_text(event.text))
+            if isinstance(event, TextDelta):
+                yield frame(on_text(event))
+            elif on_tool is not None:
+                yield frame(on_tool(event))
     except CloudletError as exc:
         yield b"data: " + json.dumps(error_body(exc)).encode() + b"\n\n"
     except Exception:

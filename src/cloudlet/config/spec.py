@@ -94,6 +94,9 @@ class ModelSpec(_Strict):
     timeouts: TimeoutsSpec = Field(default_factory=lambda: TimeoutsSpec())
     price: PriceSpec | None = None
     cloud: bool = Field(False, description="a paid provider: spill only, within cloud_budget")
+    vision: bool = Field(
+        False, description="takes image content parts (remote engines; passed through as sent)"
+    )
     balance: Literal["least-outstanding", "prefix-affinity"] = "least-outstanding"
     health_check: HealthCheckSpec = Field(default_factory=lambda: HealthCheckSpec())
     breaker: BreakerSpec = Field(default_factory=lambda: BreakerSpec())
@@ -142,6 +145,13 @@ class ModelSpec(_Strict):
         if self.engine == "openai" and self.accelerator is not None:
             raise ValueError("accelerator: a remote model runs no pods (engine openai)")
         return self
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        """What /v1/models lists: embeddings, or chat with tool calls (and images)."""
+        if self.kind == "embedding":
+            return ("embeddings",)
+        return ("chat", "tools", "vision") if self.vision else ("chat", "tools")
 
     @property
     def replica_urls(self) -> list[str]:

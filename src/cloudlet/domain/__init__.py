@@ -14,6 +14,11 @@ from cloudlet.domain.types import (
     ResponseFormat,
     SamplingParams,
     TextDelta,
+    TokenLogprob,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
     Usage,
     WorkerState,
 )
@@ -32,6 +37,11 @@ __all__ = [
     "ResponseFormat",
     "SamplingParams",
     "TextDelta",
+    "TokenLogprob",
+    "Tool",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolChoice",
     "Usage",
     "WorkerState",
 ]

@@ -7,20 +7,89 @@ from typing import Any, Literal, NewType
 
 ModelId = NewType("ModelId", str)
 ModelKind = Literal["chat", "embedding"]
-FinishReason = Literal["stop", "length", "cancelled"]
+FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
 WorkerStatus = Literal["starting", "up", "restarting", "failed", "stopped"]
+ToolChoiceMode = Literal["none", "auto", "required", "function"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call the assistant made: ``arguments`` is JSON text, as on the OpenAI wire."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A function the model may call; ``parameters`` is a JSON schema (an object)."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+    def as_wire_dict(self) -> dict[str, Any]:
+        function: dict[str, Any] = {"name": self.name}
+        if self.description:
+            function["description"] = self.description
+        if self.parameters is not None:
+            function["parameters"] = self.parameters
+        if self.strict is not None:
+            function["strict"] = self.strict
+        return {"type": "function", "function": function}
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    """``none``, ``auto``, ``required``, or ``function`` (then ``name`` says which)."""
+
+    mode: ToolChoiceMode = "auto"
+    name: str | None = None
+
+    def as_wire(self) -> str | dict[str, Any]:
+        if self.mode == "function":
+            return {"type": "function", "function": {"name": self.name}}
+        return self.mode
 
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
+    """One message of a chat. ``parts`` holds OpenAI content parts (images) verbatim, for
+    engines that take them; ``content`` is always the text alone."""
+
     role: str
     content: str
     name: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    parts: tuple[dict[str, Any], ...] = ()
 
     def as_template_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"role": self.role, "content": self.content}
         if self.name is not None:
             out["name"] = self.name
+        return out
+
+    def as_wire_dict(self) -> dict[str, Any]:
+        """The message on the OpenAI chat wire, tool calls and content parts included."""
+        out = self.as_template_dict()
+        if self.parts:
+            out["content"] = list(self.parts)
+        if self.tool_calls:
+            out["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in self.tool_calls
+            ]
+            if not self.content:
+                out["content"] = None
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
         return out
 
 
@@ -57,6 +126,11 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     sampling: SamplingParams = field(default_factory=SamplingParams)
     response_format: ResponseFormat = field(default_factory=ResponseFormat)
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice = field(default_factory=ToolChoice)
+    parallel_tool_calls: bool = True
+    logprobs: bool = False
+    top_logprobs: int = 0
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
@@ -74,10 +148,32 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One sampled token's log-probability and the most likely alternatives at its place."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class TextDelta:
-    """A piece of generated text (never splits a UTF-8 character)."""
+    """A piece of generated text (never splits a UTF-8 character); with ``logprobs`` asked
+    for, the log-probabilities of the tokens that made it."""
 
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of tool call ``index``: ``id`` and ``name`` come once, in its first piece,
+    then ``arguments`` (JSON text) in pieces that concatenate to the whole."""
+
+    index: int
+    arguments: str = ""
+    id: str | None = None
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +184,7 @@ class Finished:
     usage: Usage
 
 
-GenerationEvent = TextDelta | Finished
+GenerationEvent = TextDelta | ToolCallDelta | Finished
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +202,7 @@ class ModelInfo:
     created: int
     owned_by: str = "cloudlet"
     source: str = ""
+    capabilities: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

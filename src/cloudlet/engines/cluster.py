@@ -48,6 +48,7 @@ def _info(spec: ModelSpec, engine: str) -> ModelInfo:
         context_length=spec.context,
         created=int(time.time()),
         source=spec.source,
+        capabilities=spec.capabilities,
     )
 
 

@@ -41,13 +41,20 @@ from cloudlet.domain import (
     ModelId,
     ModelInfo,
 )
-from cloudlet.engines.llamacpp_common import PromptRenderer, default_threads, grammar_for
+from cloudlet.engines.llamacpp_common import (
+    PromptRenderer,
+    default_threads,
+    grammar_for,
+    tool_grammar,
+    tool_triggers,
+)
 from cloudlet.engines.llamacpp_logging import route_llama_logs
 from cloudlet.engines.llamacpp_safe import first_decode, model_params
 from cloudlet.engines.llamacpp_sampling import SamplerChain
 from cloudlet.engines.llamacpp_scheduler import Scheduler
 from cloudlet.engines.llamacpp_slots import BatchJob
 from cloudlet.engines.sources import resolve_source
+from cloudlet.engines.toolcalls import ToolCallStream, wants_tools
 from cloudlet.errors import ContextLengthExceeded, EngineOverloaded, EngineUnavailable
 
 log = logging.getLogger(__name__)
@@ -109,6 +116,7 @@ class BatchedLlamaCppEngine:
             context_length=spec.context,
             created=int(time.time()),
             source=spec.source,
+            capabilities=("chat", "tools"),  # no images: llama.cpp's mtmd path is not wired
         )
         self._model: Any = None  # llama_cpp._internals.LlamaModel (untyped)
         self._ctx: Any = None
@@ -253,8 +261,8 @@ class BatchedLlamaCppEngine:
 
         def prepare() -> tuple[list[int], SamplerChain]:
             tokens = renderer.tokens(request, n_ctx, request.max_tokens or 1)
-            grammar = grammar_for(request.response_format)
-            return tokens, SamplerChain(model.vocab, request, grammar)
+            grammar = tool_grammar(request) or grammar_for(request.response_format)
+            return tokens, SamplerChain(model.vocab, request, grammar, tool_triggers(request))
 
         tokens, sampler = await self._off_loop(prepare)
         try:
@@ -275,7 +283,7 @@ class BatchedLlamaCppEngine:
             sampler.close()
             raise
         self._requests += 1
-        return _JobStream(job)
+        return ToolCallStream(_JobStream(job)) if wants_tools(request) else _JobStream(job)
 
     async def _off_loop(
         self, prepare: Callable[[], tuple[list[int], SamplerChain]]

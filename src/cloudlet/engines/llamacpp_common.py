@@ -6,9 +6,9 @@ output identically.
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Any
+import re
+from typing import Any, cast
 
 from llama_cpp import Llama
 from llama_cpp._internals import LlamaModel
@@ -16,6 +16,8 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
 from cloudlet.domain import GenerationRequest, ResponseFormat
+from cloudlet.engines.llamacpp_schema import schema_to_gbnf
+from cloudlet.engines.toolcalls import CLOSE, OPEN, call_schema, offered_tools, template_input
 from cloudlet.errors import ContextLengthExceeded, InvalidRequest
 
 # SmolLM2's own template (ChatML), used only when a GGUF carries none.
@@ -49,14 +51,15 @@ class PromptRenderer:
         )
         self._model = model
         self.max_piece_bytes = _longest_piece(model)
+        # A template that renders `tools` describes them (and the call format) itself.
+        self.knows_tools = "tools" in template
 
     def prompt_text(self, request: GenerationRequest) -> str:
         if request.prompt is not None:
             return request.prompt
-        assert request.messages is not None
-        messages: Any = [m.as_template_dict() for m in request.messages]
+        messages, tools = template_input(request, self.knows_tools)
         try:
-            return self._formatter(messages=messages).prompt
+            return self._formatter(messages=cast(Any, messages), tools=cast(Any, tools)).prompt
         except Exception as exc:  # jinja raises for messages the template rejects
             raise InvalidRequest(
                 f"the model's chat template rejected the messages: {exc}", param="messages"
@@ -133,10 +136,47 @@ def grammar_for(response_format: ResponseFormat) -> LlamaGrammar | None:
     try:
         if response_format.kind == "json_object" or not response_format.schema:
             return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-        return LlamaGrammar.from_json_schema(json.dumps(response_format.schema), verbose=False)
+        rules = schema_to_gbnf(response_format.schema, "response_format")
+        return LlamaGrammar.from_string(rules, verbose=False)
+    except InvalidRequest:
+        raise
     except Exception as exc:  # the converter raises plain exceptions for unsupported schemas
         raise InvalidRequest(
             f"response_format.json_schema is not supported: {exc}", param="response_format"
+        ) from exc
+
+
+_MAX_PARALLEL_CALLS = 4
+
+
+def tool_triggers(request: GenerationRequest) -> tuple[str, ...]:
+    """Regexes that switch a lazy grammar on: under ``auto`` the model writes freely until it
+    opens a call, and from ``<tool_call>`` on (the first group) the grammar holds."""
+    if offered_tools(request) and request.tool_choice.mode == "auto":
+        return (rf"[\s\S]*?({re.escape(OPEN)})[\s\S]*",)
+    return ()
+
+
+def tool_grammar(request: GenerationRequest) -> LlamaGrammar | None:
+    """The grammar of calls to the offered tools: one or more (one unless
+    ``parallel_tool_calls``), each with arguments that follow the tool's schema. Under
+    ``required`` or a named function it holds from the first token; under ``auto`` only from
+    ``<tool_call>`` on (see :func:`tool_triggers`)."""
+    tools = offered_tools(request)
+    if not tools:
+        return None
+    rules = schema_to_gbnf(call_schema(tools), "tools")
+    rules = re.sub(r"^root ::=", "cl-call ::=", rules, flags=re.MULTILINE)
+    block = f'"{OPEN}\\n" cl-call "\\n{CLOSE}"'
+    more = _MAX_PARALLEL_CALLS - 1
+    several = request.parallel_tool_calls and request.tool_choice.mode != "function"
+    calls = f'{block} ("\\n" {block}){{0,{more}}}' if several else block
+    root = f"root ::= {calls}\n"
+    try:
+        return LlamaGrammar.from_string(root + rules, verbose=False)
+    except Exception as exc:
+        raise InvalidRequest(
+            f"a tool's parameters schema is not supported: {exc}", param="tools"
         ) from exc
 
 

@@ -76,6 +76,7 @@ class LlamaCppEmbeddingEngine:
             context_length=self._context,
             created=self._created,
             source=self._spec.source,
+            capabilities=("embeddings",),
         )
 
     async def start(self) -> None:

@@ -9,12 +9,15 @@ is built in the same order and with the same defaults as ``Llama._init_sampler``
 from __future__ import annotations
 
 import ctypes
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import llama_cpp
+import numpy as np
 from llama_cpp.llama_grammar import LlamaGrammar
 
-from cloudlet.domain import GenerationRequest
+from cloudlet.domain import GenerationRequest, TokenLogprob
 from cloudlet.engines.llamacpp_common import grammar_source
 from cloudlet.errors import InvalidRequest
 
@@ -30,7 +33,11 @@ class SamplerChain:
     """
 
     def __init__(
-        self, vocab: Any, request: GenerationRequest, grammar: LlamaGrammar | None
+        self,
+        vocab: Any,
+        request: GenerationRequest,
+        grammar: LlamaGrammar | None,
+        triggers: Sequence[str] = (),
     ) -> None:
         s = request.sampling
         n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
@@ -48,14 +55,26 @@ class SamplerChain:
         )
         if grammar is not None:
             text, root = grammar_source(grammar)
-            sampler = llama_cpp.llama_sampler_init_grammar(
-                vocab, text.encode("utf-8"), root.encode("utf-8")
-            )
+            if triggers:  # lazy: free text until a trigger pattern matches
+                patterns = (ctypes.c_char_p * len(triggers))(*(t.encode() for t in triggers))
+                sampler = llama_cpp.llama_sampler_init_grammar_lazy_patterns(
+                    vocab,
+                    text.encode("utf-8"),
+                    root.encode("utf-8"),
+                    patterns,
+                    len(triggers),
+                    None,
+                    0,
+                )
+            else:
+                sampler = llama_cpp.llama_sampler_init_grammar(
+                    vocab, text.encode("utf-8"), root.encode("utf-8")
+                )
             if not sampler:
                 self.close()
                 raise InvalidRequest(
-                    "response_format: llama.cpp could not compile the grammar for this schema",
-                    param="response_format",
+                    "llama.cpp could not compile the grammar for this schema",
+                    param="tools" if request.tools else "response_format",
                 )
             add(sampler)
         if s.temperature == 0.0:
@@ -109,3 +128,24 @@ class TokenPieces:
             self._buffer = ctypes.create_string_buffer(-n)
             n = llama_cpp.llama_token_to_piece(self._vocab, token, self._buffer, -n, 0, False)
         return bytes(self._buffer.raw[: max(n, 0)])
+
+
+def token_logprob(
+    ctx: Any, row: int, token: int, top: int, n_vocab: int, pieces: TokenPieces
+) -> TokenLogprob:
+    """The log-probability of ``token`` under the model's distribution at batch row ``row``
+    (the raw logits, before sampling settings), and the ``top`` most likely tokens there."""
+    pointer = llama_cpp.llama_get_logits_ith(ctx, row)
+    logits = np.ctypeslib.as_array(pointer, shape=(n_vocab,)).astype(np.float64)
+    peak = logits.max()
+    total = peak + math.log(float(np.exp(logits - peak).sum()))
+    alternatives: tuple[tuple[str, float], ...] = ()
+    if top:
+        best = np.argpartition(logits, -top)[-top:]
+        best = best[np.argsort(-logits[best])]
+        alternatives = tuple((_text(pieces(int(i))), float(logits[i] - total)) for i in best)
+    return TokenLogprob(_text(pieces(token)), float(logits[token] - total), alternatives)
+
+
+def _text(piece: bytes) -> str:
+    return piece.decode("utf-8", errors="replace")

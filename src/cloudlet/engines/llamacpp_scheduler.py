@@ -30,7 +30,7 @@ import llama_cpp
 
 from cloudlet.domain import Finished, FinishReason, TextDelta, Usage
 from cloudlet.engines import llamacpp_warmup
-from cloudlet.engines.llamacpp_sampling import TokenPieces
+from cloudlet.engines.llamacpp_sampling import TokenPieces, token_logprob
 from cloudlet.engines.llamacpp_slots import BatchJob, Event, Run, Slots
 from cloudlet.engines.rates import RateMeter
 from cloudlet.errors import EngineError, EngineUnavailable
@@ -76,6 +76,7 @@ class Scheduler:
         self._ctx = ctx
         self._vocab = vocab
         self._pieces = TokenPieces(vocab)
+        self._n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
         self._n_batch = n_batch
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._loop = loop
@@ -294,7 +295,20 @@ class Scheduler:
         sampled = 0
         for run in decoding + prefilling:
             if run.row >= 0:
-                self._accept(run, run.job.sampler.sample(self._ctx, run.row))
+                token = run.job.sampler.sample(self._ctx, run.row)
+                request = run.job.request
+                if request.logprobs and not llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                    run.logprobs.append(
+                        token_logprob(
+                            self._ctx,
+                            run.row,
+                            token,
+                            request.top_logprobs,
+                            self._n_vocab,
+                            self._pieces,
+                        )
+                    )
+                self._accept(run, token)
                 sampled += 1
         self._measure(started, sampled)
 
@@ -305,7 +319,7 @@ class Scheduler:
         run.count += 1
         piece, stopped = run.stops.feed(run.text.feed(self._pieces(token)))
         if piece:
-            self._outbox.append((run.job, TextDelta(piece)))
+            self._outbox.append((run.job, TextDelta(piece, run.take_logprobs())))
         if stopped:
             self._finish(run, "stop", hit_stop=True)
         elif run.count >= run.job.max_tokens:
@@ -316,8 +330,9 @@ class Scheduler:
     def _finish(self, run: Run, reason: FinishReason, *, hit_stop: bool = False) -> None:
         if not hit_stop:
             tail = run.stops.feed(run.text.flush())[0] + run.stops.flush()
-            if tail:
-                self._outbox.append((run.job, TextDelta(tail)))
+            logprobs = run.take_logprobs()
+            if tail or logprobs:
+                self._outbox.append((run.job, TextDelta(tail, logprobs)))
         usage = Usage(prompt_tokens=len(run.job.tokens), completion_tokens=run.count)
         self._end(run, Finished(reason, usage))
 

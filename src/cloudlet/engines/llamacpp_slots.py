@@ -23,7 +23,7 @@ from typing import Any
 
 import llama_cpp
 
-from cloudlet.domain import GenerationEvent, GenerationRequest
+from cloudlet.domain import GenerationEvent, GenerationRequest, TokenLogprob
 from cloudlet.engines.llamacpp_prompt_cache import SAVE_MIN_TOKENS, PromptCache, common_prefix
 from cloudlet.engines.llamacpp_sampling import SamplerChain
 from cloudlet.engines.textstream import StopScanner, TextAssembler
@@ -62,6 +62,11 @@ class Run:
     next_token: int | None = None  # sampled, to be decoded in the next step
     chunk: int = 0  # prompt tokens in the current step's batch
     row: int = -1  # batch row with this sequence's logits in the current step
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # of tokens not yet sent
+
+    def take_logprobs(self) -> tuple[TokenLogprob, ...]:
+        taken, self.logprobs = tuple(self.logprobs), []
+        return taken
 
     def __post_init__(self) -> None:
         self.stops = StopScanner(self.job.request.stop)

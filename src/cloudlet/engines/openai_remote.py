@@ -64,6 +64,7 @@ class OpenAIEngine:
             context_length=spec.context,
             created=int(time.time()),
             owned_by="cloud" if spec.cloud else "cloudlet",
+            capabilities=spec.capabilities,
         )
         self.upstream_model = spec.upstream_model or spec.name
         self.post_headers = httpx.Headers()

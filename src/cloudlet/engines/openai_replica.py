@@ -218,9 +218,9 @@ class OpenAIReplica:
                     raise reply.status_error(response.status_code, raw, response.headers, self.name)
                 parser = reply.StreamParser(self.name, prompt_estimate)
                 if _is_json(response):  # a whole completion instead of a stream: take it
-                    delta = parser.feed_body(await _read(response, reply.MAX_BODY_BYTES, self.name))
-                    if delta is not None:
-                        yield delta
+                    raw = await _read(response, reply.MAX_BODY_BYTES, self.name)
+                    for event in parser.feed_body(raw):
+                        yield event
                     yield parser.finish()
                     return
                 idle_s = self._engine.spec.timeouts.read_s
@@ -230,9 +230,8 @@ class OpenAIReplica:
                 async for data in response.aiter_raw():  # identity-encoded: split as bytes
                     *lines, rest = (rest + data).split(b"\n")
                     for line in lines:
-                        delta = parser.feed(line)
-                        if delta is not None:
-                            yield delta
+                        for event in parser.feed(line):
+                            yield event
                     # Comments and keep-alives are silence: only chunks reset the idle clock.
                     now = time.monotonic()
                     if parser.data_lines != seen:

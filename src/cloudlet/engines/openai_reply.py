@@ -17,7 +17,15 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cloudlet.domain import EmbeddingResult, Finished, FinishReason, TextDelta, Usage
+from cloudlet.domain import (
+    EmbeddingResult,
+    Finished,
+    FinishReason,
+    TextDelta,
+    TokenLogprob,
+    ToolCallDelta,
+    Usage,
+)
 from cloudlet.engines.openai_wire import estimate_tokens
 from cloudlet.errors import (
     CloudletError,
@@ -37,8 +45,14 @@ def _malformed(where: str, what: str) -> UpstreamError:
     return UpstreamError(f"{where} sent a malformed reply ({what})")
 
 
+_MAX_TOOL_CALLS = 1024  # a tool-call index above this is not an index
+StreamEvent = TextDelta | ToolCallDelta
+
+
 def finish_reason(value: object) -> FinishReason:
-    return "length" if value == "length" else "stop"
+    if value == "length":
+        return "length"
+    return "tool_calls" if value == "tool_calls" else "stop"
 
 
 def parse_json(data: bytes | str, where: str, what: str) -> dict[str, Any]:
@@ -120,6 +134,131 @@ def _finish(choice: Mapping[str, Any], where: str) -> object:
     return reason
 
 
+def chunk_tool_calls(chunk: Mapping[str, Any], where: str) -> list[ToolCallDelta]:
+    """The tool-call pieces of a chat chunk (OpenAI's delta shape)."""
+    choice = _first_choice(chunk, where)
+    delta = choice.get("delta") if choice is not None else None
+    if not isinstance(delta, dict):
+        return []
+    return _tool_calls(delta.get("tool_calls"), where, streamed=True)
+
+
+def message_tool_calls(body: Mapping[str, Any], where: str) -> list[ToolCallDelta]:
+    """The tool calls of a whole (non-streamed) chat completion, one delta each."""
+    choice = _first_choice(body, where)
+    message = choice.get("message") if choice is not None else None
+    if not isinstance(message, dict):
+        return []
+    return _tool_calls(message.get("tool_calls"), where, streamed=False)
+
+
+def _tool_calls(calls: object, where: str, *, streamed: bool) -> list[ToolCallDelta]:
+    if calls is None:
+        return []
+    if not isinstance(calls, list):
+        raise _malformed(where, "tool_calls is not a list")
+    out: list[ToolCallDelta] = []
+    for position, call in enumerate(calls):
+        if not isinstance(call, dict):
+            raise _malformed(where, "a tool call is not an object")
+        index = call.get("index", None if streamed else position)
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise _malformed(where, "a tool call's index is not a number")
+        if not 0 <= index < _MAX_TOOL_CALLS:
+            raise _malformed(where, "a tool call's index is out of range")
+        function = call.get("function")
+        if function is None:
+            function = {}
+        if not isinstance(function, dict):
+            raise _malformed(where, "a tool call's function is not an object")
+        out.append(
+            ToolCallDelta(
+                index=index,
+                arguments=_optional_str(function.get("arguments"), where, "arguments") or "",
+                id=_optional_str(call.get("id"), where, "a tool call id"),
+                name=_optional_str(function.get("name"), where, "a tool name"),
+            )
+        )
+    return out
+
+
+def _optional_str(value: object, where: str, what: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _malformed(where, f"{what} is not a string")
+    return value
+
+
+def chunk_logprobs(chunk: Mapping[str, Any], where: str) -> tuple[TokenLogprob, ...]:
+    """The token log-probabilities of a chunk or completion (``choices[0].logprobs.content``)."""
+    choice = _first_choice(chunk, where)
+    logprobs = choice.get("logprobs") if choice is not None else None
+    if logprobs is None:
+        return ()
+    if not isinstance(logprobs, dict):
+        raise _malformed(where, "logprobs is not an object")
+    if "tokens" in logprobs:
+        return _legacy_logprobs(logprobs, where)
+    content = logprobs.get("content")
+    if content is None:
+        return ()
+    if not isinstance(content, list):
+        raise _malformed(where, "logprobs.content is not a list")
+    out: list[TokenLogprob] = []
+    for item in content:
+        if not isinstance(item, dict):
+            raise _malformed(where, "a token logprob is not an object")
+        top = item.get("top_logprobs")
+        if top is None:
+            top = []
+        if not isinstance(top, list) or not all(isinstance(t, dict) for t in top):
+            raise _malformed(where, "top_logprobs is not a list of objects")
+        alternatives = tuple((_token(t, where), _logprob(t, where)) for t in top)
+        out.append(TokenLogprob(_token(item, where), _logprob(item, where), alternatives))
+    return tuple(out)
+
+
+def _legacy_logprobs(logprobs: Mapping[str, Any], where: str) -> tuple[TokenLogprob, ...]:
+    """``/completions``' shape: parallel lists of tokens, logprobs and {token: logprob}."""
+    tokens, values = logprobs.get("tokens"), logprobs.get("token_logprobs")
+    tops = logprobs.get("top_logprobs")
+    if not isinstance(tokens, list) or not isinstance(values, list):
+        raise _malformed(where, "logprobs.tokens or token_logprobs is not a list")
+    if tops is None:
+        tops = [None] * len(tokens)
+    if not isinstance(tops, list) or not len(tokens) == len(values) == len(tops):
+        raise _malformed(where, "logprobs' lists differ in length")
+    out: list[TokenLogprob] = []
+    for token, value, top in zip(tokens, values, tops, strict=True):
+        if top is None:
+            top = {}
+        if not isinstance(top, dict):
+            raise _malformed(where, "a top_logprobs entry is not an object")
+        alternatives = tuple(
+            (_token({"token": t}, where), _logprob({"logprob": v}, where)) for t, v in top.items()
+        )
+        entry = {"token": token, "logprob": value}
+        out.append(TokenLogprob(_token(entry, where), _logprob(entry, where), alternatives))
+    return tuple(out)
+
+
+def _token(item: Mapping[str, Any], where: str) -> str:
+    token = item.get("token")
+    if not isinstance(token, str):
+        raise _malformed(where, "a logprob's token is not a string")
+    return token
+
+
+def _logprob(item: Mapping[str, Any], where: str) -> float:
+    value = item.get("logprob")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _malformed(where, "a logprob is not a number")
+    if math.isnan(value) or value > 0:
+        raise _malformed(where, "a logprob is not a log-probability")
+    return float(value)
+
+
 def parse_usage(value: object, where: str) -> Usage | None:
     """``usage`` as sent: absent or null is None; anything but counts is malformed."""
     if value is None:
@@ -142,7 +281,7 @@ def _count(value: object, where: str) -> int:
 
 
 class StreamParser:
-    """Upstream SSE lines → text deltas, then one :class:`Finished`.
+    """Upstream SSE lines → text and tool-call deltas, then one :class:`Finished`.
 
     Usage comes from the upstream's last chunk (``stream_options.include_usage``); an upstream
     that ignores the option gets its usage counted here: the prompt estimated, one completion
@@ -159,27 +298,27 @@ class StreamParser:
         self.data_lines = 0
         self.done = False
 
-    def feed(self, line: bytes) -> TextDelta | None:
+    def feed(self, line: bytes) -> list[StreamEvent]:
         if self.done or not line.startswith(b"data:"):
-            return None  # blank lines, comments, event: fields
+            return []  # blank lines, comments, event: fields
         self.data_lines += 1
         data = line[5:].strip()
         if data == b"[DONE]":
             self.done = True
-            return None
+            return []
         chunk = parse_chunk(data, self._where)
         text, finish = chunk_text(chunk, self._where)
         if finish is not None:
             self._reason = finish_reason(finish)
         if "usage" in chunk:
             self._usage = parse_usage(chunk["usage"], self._where) or self._usage
-        if not text:
-            return None
-        self._deltas += 1
-        return TextDelta(text)
+        return self._events(
+            text, chunk_logprobs(chunk, self._where), chunk_tool_calls(chunk, self._where)
+        )
 
-    def feed_body(self, body: bytes) -> TextDelta | None:
-        """A whole JSON completion sent instead of a stream: its text, and the stream is done."""
+    def feed_body(self, body: bytes) -> list[StreamEvent]:
+        """A whole JSON completion sent instead of a stream: its events, and the stream is
+        done."""
         parsed = parse_json(body, self._where, "the body")
         if parsed.get("error"):
             raise UpstreamError(f"{self._where} failed: {_message(parsed) or 'an error'}")
@@ -187,10 +326,18 @@ class StreamParser:
         self._reason = finish_reason(finish)
         self._usage = parse_usage(parsed.get("usage"), self._where)
         self.done = True
-        if not text:
-            return None
-        self._deltas += 1
-        return TextDelta(text)
+        logprobs = chunk_logprobs(parsed, self._where)
+        return self._events(text, logprobs, message_tool_calls(parsed, self._where))
+
+    def _events(
+        self, text: str, logprobs: tuple[TokenLogprob, ...], calls: list[ToolCallDelta]
+    ) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
+        if text or logprobs:
+            events.append(TextDelta(text, logprobs))
+        events.extend(calls)
+        self._deltas += bool(events)
+        return events
 
     def finish(self) -> Finished:
         """The last event; an upstream that closed before ``[DONE]`` or a finish_reason broke

@@ -64,7 +64,7 @@ def generation_body(request: GenerationRequest, upstream_model: str) -> dict[str
     body: dict[str, Any] = {"model": upstream_model, "stream": True}
     body["stream_options"] = {"include_usage": True}
     if request.messages is not None:
-        body["messages"] = [m.as_template_dict() for m in request.messages]
+        body["messages"] = [m.as_wire_dict() for m in request.messages]
     else:
         body["prompt"] = request.prompt
     if request.max_tokens is not None:
@@ -85,6 +85,17 @@ def generation_body(request: GenerationRequest, upstream_model: str) -> dict[str
         body["min_p"] = s.min_p
     if s.repeat_penalty != _DEFAULTS.repeat_penalty:
         body["repetition_penalty"] = s.repeat_penalty
+    if request.tools:
+        body["tools"] = [t.as_wire_dict() for t in request.tools]
+        body["tool_choice"] = request.tool_choice.as_wire()
+        if not request.parallel_tool_calls:
+            body["parallel_tool_calls"] = False
+    if request.logprobs and request.messages is None:
+        body["logprobs"] = request.top_logprobs  # /completions: how many alternatives
+    elif request.logprobs:
+        body["logprobs"] = True
+        if request.top_logprobs:
+            body["top_logprobs"] = request.top_logprobs
     fmt = request.response_format
     if fmt.kind == "json_object":
         body["response_format"] = {"type": "json_object"}

@@ -65,6 +65,7 @@ class WorkerEngine:
             context_length=spec.context,
             created=int(time.time()),
             source=spec.source,
+            capabilities=spec.capabilities,
         )
         self._run_dir: Path | None = None
         self._process: WorkerProcess | None = None

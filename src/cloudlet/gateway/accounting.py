@@ -23,7 +23,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cloudlet.counters.base import Counters, Reservation
-from cloudlet.domain import Finished, GenerationEvent, GenerationRequest, TextDelta
+from cloudlet.domain import (
+    Finished,
+    GenerationEvent,
+    GenerationRequest,
+    TextDelta,
+    ToolCallDelta,
+)
 from cloudlet.engines.openai_wire import estimate_prompt_tokens, prompt_token_bound
 from cloudlet.errors import BudgetCurrencyMismatch, CloudletError
 from cloudlet.gateway.prices import Prices
@@ -313,7 +319,7 @@ class Accounted(AsyncGenerator[GenerationEvent, None]):
         except BaseException as exc:
             await self._end("error", type(exc).__name__)
             raise
-        if isinstance(event, TextDelta):
+        if isinstance(event, TextDelta | ToolCallDelta):
             if self._ttft is None:
                 self._ttft = time.monotonic() - self._admission.started
             self._deltas += 1

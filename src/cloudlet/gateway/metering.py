@@ -18,7 +18,14 @@ import logging
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
-from cloudlet.domain import Finished, GenerationEvent, GenerationRequest, TextDelta, Usage
+from cloudlet.domain import (
+    Finished,
+    GenerationEvent,
+    GenerationRequest,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from cloudlet.engines.openai_wire import prompt_token_bound
 from cloudlet.errors import CloudletError, UpstreamError
 from cloudlet.gateway.budget import Hold
@@ -72,7 +79,7 @@ class Metered(AsyncGenerator[GenerationEvent, None]):
         self._owned = True
 
     def _record(self, event: GenerationEvent) -> None:
-        if isinstance(event, TextDelta):
+        if isinstance(event, TextDelta | ToolCallDelta):
             if self._deltas == 0:
                 self._target.observe_ttft(self._clock() - self._started)
             self._deltas += 1

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from cloudlet.domain import GenerationRequest, ModelId
 from cloudlet.engines.openai_wire import estimate_tokens
-from cloudlet.errors import CloudletError, ModelNotPermittedForKey
+from cloudlet.errors import CloudletError, InvalidRequest, ModelNotPermittedForKey
 from cloudlet.gateway.accounting import Accounted, Accounting
 from cloudlet.gateway.catalog import Catalog
 from cloudlet.gateway.pricing import embedding_bound
@@ -59,13 +59,32 @@ class Pipeline:
             self.catalog.check(target)
         return targets
 
+    def _check_images(self, request: GenerationRequest, targets: list[str]) -> None:
+        """Images go only to models that declare vision; a 400 naming the model otherwise
+        (rather than a silent loss of the image)."""
+        if not any(m.parts for m in request.messages or ()):
+            return
+        for target in targets:
+            if "vision" not in self.gateway.model(target).capabilities:
+                raise InvalidRequest(
+                    f"Model {target!r} does not accept images: send text only, or use a model "
+                    "whose spec declares vision: true.",
+                    param="messages",
+                )
+
+    async def check(self, token: str | None, model: str) -> list[str]:
+        """The key, scope and policy checks of a request for ``model`` (for requests that
+        generate nothing, such as counting tokens); returns the targets it may reach."""
+        return self._admit_model(await self.tenant(token), model)
+
     async def generate(self, token: str | None, request: GenerationRequest) -> Generation:
         tenant = await self.tenant(token)
         if self.accounting is None:
-            self._admit_model(tenant, request.model)
+            self._check_images(request, self._admit_model(tenant, request.model))
             return await self.gateway.generate(request)
         try:
             targets = self._admit_model(tenant, request.model)
+            self._check_images(request, targets)
             route = self._route_of(request.model)
             request = self.gateway.bounded(request)  # before any money arithmetic
             max_tokens = request.max_tokens or self.gateway.max_tokens_default(request.model)

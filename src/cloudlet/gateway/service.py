@@ -240,6 +240,9 @@ class Gateway:
             engine="route",
             context_length=min(i.context_length for i in infos),
             created=min(i.created for i in infos),
+            capabilities=tuple(
+                c for c in infos[0].capabilities if all(c in i.capabilities for i in infos)
+            ),
         )
 
     def engine(self, model: str) -> Engine:

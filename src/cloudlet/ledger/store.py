@@ -3,6 +3,7 @@
     ledger = await Ledger.open(storage, admin_key=os.environ.get("CLOUDLET_ADMIN_KEY"))
     ledger.keys        # KeyStore: create / authenticate / list / revoke
     ledger.writer      # LedgerWriter: record(row) on the request path, never awaits
+    ledger.responses   # ResponseStore: stored Responses API answers
     await ledger.report(by="team", since=...)
     await ledger.close()   # writes what is pending, then disconnects
 
@@ -31,6 +32,7 @@ from cloudlet.ledger.db import (
 )
 from cloudlet.ledger.keys import KeyStore
 from cloudlet.ledger.migrate import upgrade
+from cloudlet.ledger.responses import ResponseStore
 from cloudlet.ledger.writer import LedgerWriter
 
 
@@ -40,6 +42,7 @@ class Ledger:
         self.url = url
         self.keys = keys
         self.writer = writer
+        self.responses = ResponseStore(engine)
 
     @classmethod
     async def open(

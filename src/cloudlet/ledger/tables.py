@@ -107,3 +107,17 @@ usage = Table(
     Index("ix_usage_ts", "ts"),
     Index("ix_usage_key_ts", "key_id", "ts"),
 )
+
+# Stored Responses API answers (`store: true`), so that `previous_response_id` can continue a
+# conversation: the whole conversation up to and including the answer, as chat messages.
+responses = Table(
+    "responses",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("key_id", String(32), nullable=True),
+    Column("team", String(128), nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("conversation", JSON, nullable=False),
+    Column("response", JSON, nullable=False),
+)

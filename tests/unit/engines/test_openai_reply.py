@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudlet.domain import Finished, TextDelta, Usage
+from cloudlet.domain import Finished, TextDelta, TokenLogprob, Usage
 from cloudlet.engines import openai_reply as reply
 from cloudlet.errors import (
     ContextLengthExceeded,
@@ -26,9 +26,7 @@ def feed(*chunks: object) -> list[object]:
     events: list[object] = []
     for chunk in chunks:
         data = chunk if isinstance(chunk, bytes) else json.dumps(chunk).encode()
-        event = parser.feed(b"data: " + data)
-        if event is not None:
-            events.append(event)
+        events.extend(parser.feed(b"data: " + data))
     events.append(parser.finish())
     return events
 
@@ -52,6 +50,30 @@ MALFORMED_CHUNKS = [
     {"choices": [], "usage": {"prompt_tokens": True}},
     {"choices": [], "usage": {"prompt_tokens": 1e300}},
     {"choices": [], "usage": "lots"},
+    {"choices": [{"delta": {"tool_calls": {"index": 0}}}]},
+    {"choices": [{"delta": {"tool_calls": ["x"]}}]},
+    {"choices": [{"delta": {"tool_calls": [{"index": "0"}]}}]},
+    {"choices": [{"delta": {"tool_calls": [{"index": -1}]}}]},
+    {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": "f"}]}}]},
+    {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"name": 5}}]}}]},
+    {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": {}}}]}}]},
+    {"choices": [{"delta": {"tool_calls": [{"index": 0, "id": 7}]}}]},
+    {"choices": [{"delta": {"content": "x"}, "logprobs": "x"}]},
+    {"choices": [{"delta": {"content": "x"}, "logprobs": {"content": [{"token": "x"}]}}]},
+    {"choices": [{"delta": {"content": "x"}, "logprobs": {"content": [{"logprob": -1}]}}]},
+    {
+        "choices": [
+            {"delta": {"content": "x"}, "logprobs": {"content": [{"token": "x", "logprob": 2}]}}
+        ]
+    },
+    {
+        "choices": [
+            {
+                "delta": {"content": "x"},
+                "logprobs": {"content": [{"token": "x", "logprob": -1, "top_logprobs": [1]}]},
+            }
+        ]
+    },
     [1, 2],
     "text",
 ]
@@ -93,7 +115,7 @@ def test_a_whole_completion_instead_of_a_stream_is_the_answer() -> None:
         ],
         "usage": {"prompt_tokens": 7, "completion_tokens": 2},
     }
-    assert parser.feed_body(json.dumps(body).encode()) == TextDelta("hello")
+    assert parser.feed_body(json.dumps(body).encode()) == [TextDelta("hello")]
     assert parser.finish() == Finished("stop", Usage(7, 2))
 
 
@@ -170,6 +192,8 @@ JSON = st.recursive(
                 [
                     *("choices", "delta", "content", "text", "message", "usage", "error", "index"),
                     *("prompt_tokens", "completion_tokens", "finish_reason", "data", "embedding"),
+                    *("tool_calls", "function", "name", "arguments", "id", "logprobs"),
+                    *("top_logprobs", "token", "logprob"),
                 ]
             ),
             inner,
@@ -192,3 +216,41 @@ def test_no_reply_shape_raises_anything_but_an_upstream_error(value: object) -> 
     ):
         with contextlib.suppress(UpstreamError):
             read()
+
+
+def test_completions_logprobs_in_the_legacy_shape_are_read() -> None:
+    chunk = {
+        "choices": [
+            {
+                "text": "ab",
+                "logprobs": {
+                    "tokens": ["a", "b"],
+                    "token_logprobs": [-0.5, -1.0],
+                    "top_logprobs": [{"a": -0.5, "c": -2.0}, None],
+                    "text_offset": [0, 1],
+                },
+                "finish_reason": "stop",
+            }
+        ]
+    }
+    events = feed(chunk)
+    logprobs = (
+        TokenLogprob("a", -0.5, (("a", -0.5), ("c", -2.0))),
+        TokenLogprob("b", -1.0),
+    )
+    assert events[0] == TextDelta("ab", logprobs)
+
+
+@pytest.mark.parametrize(
+    "logprobs",
+    [
+        {"tokens": "ab", "token_logprobs": [-1.0]},
+        {"tokens": ["a"], "token_logprobs": [-1.0, -2.0]},
+        {"tokens": ["a"], "token_logprobs": ["x"]},
+        {"tokens": ["a"], "token_logprobs": [-1.0], "top_logprobs": [[1]]},
+        {"tokens": ["a"], "token_logprobs": [-1.0], "top_logprobs": [{"a": "x"}]},
+    ],
+)
+def test_malformed_legacy_logprobs_are_an_upstream_error(logprobs: object) -> None:
+    with pytest.raises(UpstreamError):
+        feed({"choices": [{"text": "a", "logprobs": logprobs, "finish_reason": "stop"}]})

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, cast
+from collections.abc import Sequence
+from typing import Any, cast
 
 from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
@@ -10,18 +11,33 @@ from pydantic import BaseModel
 
 from cloudlet.api import convert, sse
 from cloudlet.api.errors import ERROR_RESPONSES
-from cloudlet.api.routes.deps import PipelineDep, TokenDep, collect, finish_reason, new_id, now
+from cloudlet.api.routes.deps import (
+    PipelineDep,
+    TokenDep,
+    collect_all,
+    finish_reason,
+    new_id,
+    now,
+)
 from cloudlet.api.schemas import (
     AssistantMessage,
     ChatChoice,
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
+    ChatFinish,
+    ChoiceLogprobs,
     ChunkChoice,
     Delta,
+    FunctionCallOut,
+    FunctionDeltaOut,
+    TokenLogprobOut,
+    ToolCallDeltaOut,
+    ToolCallOut,
+    TopLogprobOut,
     UsageOut,
 )
-from cloudlet.domain import Finished, Usage
+from cloudlet.domain import Finished, TextDelta, TokenLogprob, ToolCall, ToolCallDelta, Usage
 
 router = APIRouter()
 
@@ -45,6 +61,42 @@ def usage_out(usage: Usage) -> UsageOut:
     )
 
 
+def logprobs_out(tokens: Sequence[TokenLogprob]) -> ChoiceLogprobs:
+    return ChoiceLogprobs(
+        content=[
+            TokenLogprobOut(
+                token=t.token,
+                logprob=t.logprob,
+                bytes=list(t.token.encode()),
+                top_logprobs=[
+                    TopLogprobOut(token=tok, logprob=lp, bytes=list(tok.encode()))
+                    for tok, lp in t.top
+                ],
+            )
+            for t in tokens
+        ]
+    )
+
+
+def tool_calls_out(calls: Sequence[ToolCall]) -> list[ToolCallOut] | None:
+    if not calls:
+        return None
+    return [
+        ToolCallOut(id=c.id, function=FunctionCallOut(name=c.name, arguments=c.arguments))
+        for c in calls
+    ]
+
+
+def tool_delta_out(event: ToolCallDelta) -> ToolCallDeltaOut:
+    first = event.id is not None or event.name is not None
+    return ToolCallDeltaOut(
+        index=event.index,
+        id=event.id,
+        type="function" if first else None,
+        function=FunctionDeltaOut(name=event.name, arguments=event.arguments),
+    )
+
+
 @router.post(
     "/v1/chat/completions",
     response_model=ChatCompletion,
@@ -54,38 +106,50 @@ def usage_out(usage: Usage) -> UsageOut:
 async def chat_completions(
     body: ChatCompletionRequest, pipeline: PipelineDep, token: TokenDep
 ) -> Any:
-    generation = await pipeline.generate(token, convert.chat_request(body))
+    request = convert.chat_request(body)
+    generation = await pipeline.generate(token, request)
     events, where = generation.events, where_headers(generation.target, generation.spilled)
     rid, created = new_id("chatcmpl"), now()
     if not body.stream:
-        text, done = await collect(events)
+        whole = await collect_all(events)
+        calls = tool_calls_out(whole.tool_calls)
         completion = ChatCompletion(
             id=rid,
             created=created,
             model=body.model,
             choices=[
                 ChatChoice(
-                    message=AssistantMessage(content=text),
-                    finish_reason=cast(Literal["stop", "length"], finish_reason(done)),
+                    message=AssistantMessage(
+                        content=whole.text if whole.text or not calls else None,
+                        tool_calls=calls,
+                    ),
+                    finish_reason=cast(ChatFinish, finish_reason(whole.done)),
+                    logprobs=logprobs_out(whole.logprobs) if request.logprobs else None,
                 )
             ],
-            usage=usage_out(done.usage),
+            usage=usage_out(whole.done.usage),
         )
         return json_response(completion, where)
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
-    def chunk(delta: Delta, reason: str | None = None) -> ChatCompletionChunk:
+    def chunk(
+        delta: Delta, reason: str | None = None, logprobs: ChoiceLogprobs | None = None
+    ) -> ChatCompletionChunk:
         return ChatCompletionChunk(
             id=rid,
             created=created,
             model=body.model,
             choices=[
                 ChunkChoice(
-                    delta=delta, finish_reason=cast(Literal["stop", "length"] | None, reason)
+                    delta=delta, finish_reason=cast(ChatFinish | None, reason), logprobs=logprobs
                 )
             ],
         )
+
+    def on_text(event: TextDelta) -> ChatCompletionChunk:
+        logprobs = logprobs_out(event.logprobs) if request.logprobs else None
+        return chunk(Delta(content=event.text), logprobs=logprobs)
 
     def on_finish(done: Finished) -> list[BaseModel]:
         out: list[BaseModel] = [chunk(Delta(), finish_reason(done))]
@@ -104,9 +168,10 @@ async def chat_completions(
     return StreamingResponse(
         sse.stream_events(
             events,
-            on_text=lambda text: chunk(Delta(content=text)),
+            on_text=on_text,
             on_finish=on_finish,
             first=[chunk(Delta(role="assistant", content=""))],
+            on_tool=lambda event: chunk(Delta(tool_calls=[tool_delta_out(event)])),
         ),
         media_type="text/event-stream",
         headers={**sse.HEADERS, **where},

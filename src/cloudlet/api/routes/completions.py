@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal, cast
 
 from fastapi import APIRouter
@@ -11,9 +12,9 @@ from pydantic import BaseModel
 from cloudlet.api import convert, sse
 from cloudlet.api.errors import ERROR_RESPONSES
 from cloudlet.api.routes.chat import json_response, usage_out, where_headers
-from cloudlet.api.routes.deps import PipelineDep, TokenDep, collect, finish_reason, new_id, now
-from cloudlet.api.schemas import Completion, CompletionChoice, CompletionRequest
-from cloudlet.domain import Finished
+from cloudlet.api.routes.deps import PipelineDep, TokenDep, collect_all, finish_reason, new_id, now
+from cloudlet.api.schemas import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest
+from cloudlet.domain import Finished, TextDelta, TokenLogprob
 
 router = APIRouter()
 
@@ -31,22 +32,40 @@ async def completions(body: CompletionRequest, pipeline: PipelineDep, token: Tok
     rid, created = new_id("cmpl"), now()
     echo = (request.prompt or "") if body.echo else ""
 
-    def make(text: str, reason: str | None, done: Finished | None = None) -> Completion:
+    def make(
+        text: str,
+        reason: str | None,
+        done: Finished | None = None,
+        logprobs: Sequence[TokenLogprob] = (),
+        offset: int = 0,
+    ) -> Completion:
         return Completion(
             id=rid,
             created=created,
             model=body.model,
             choices=[
                 CompletionChoice(
-                    text=text, finish_reason=cast(Literal["stop", "length"] | None, reason)
+                    text=text,
+                    finish_reason=cast(Literal["stop", "length"] | None, reason),
+                    logprobs=_logprobs(logprobs, offset) if request.logprobs else None,
                 )
             ],
             usage=usage_out(done.usage) if done is not None else None,
         )
 
     if not body.stream:
-        text, done = await collect(events)
-        return json_response(make(echo + text, finish_reason(done), done), where)
+        whole = await collect_all(events)
+        done = whole.done
+        return json_response(
+            make(echo + whole.text, finish_reason(done), done, whole.logprobs, len(echo)), where
+        )
+    sent = len(echo)
+
+    def on_text(delta: TextDelta) -> Completion:
+        nonlocal sent
+        chunk = make(delta.text, None, logprobs=delta.logprobs, offset=sent)
+        sent += len(delta.text)
+        return chunk
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
@@ -59,10 +78,24 @@ async def completions(body: CompletionRequest, pipeline: PipelineDep, token: Tok
     return StreamingResponse(
         sse.stream_events(
             events,
-            on_text=lambda text: make(text, None),
+            on_text=on_text,
             on_finish=on_finish,
             first=[make(echo, None)] if echo else None,
         ),
         media_type="text/event-stream",
         headers={**sse.HEADERS, **where},
+    )
+
+
+def _logprobs(tokens: Sequence[TokenLogprob], offset: int) -> CompletionLogprobs:
+    """The legacy completions shape: parallel lists, offsets into the choice's text."""
+    offsets = []
+    for token in tokens:
+        offsets.append(offset)
+        offset += len(token.token)
+    return CompletionLogprobs(
+        tokens=[t.token for t in tokens],
+        token_logprobs=[t.logprob for t in tokens],
+        top_logprobs=[dict(t.top) for t in tokens],
+        text_offset=offsets,
     )

@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from cloudlet.domain import Finished, GenerationEvent, TextDelta
+from cloudlet.domain import Finished, GenerationEvent, TextDelta, TokenLogprob, ToolCall
 from cloudlet.gateway import Gateway
 from cloudlet.gateway.pipeline import Pipeline
 
@@ -48,19 +49,44 @@ def now() -> int:
     return int(time.time())
 
 
-async def collect(events: AsyncGenerator[GenerationEvent, None]) -> tuple[str, Finished]:
-    """Drain a stream into its text and final event (non-streaming responses)."""
+@dataclass
+class Collected:
+    """A whole generation: its text, tool calls (in order), log-probabilities, last event."""
+
+    text: str
+    done: Finished
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+
+
+async def collect_all(events: AsyncGenerator[GenerationEvent, None]) -> Collected:
+    """Drain a stream (non-streaming responses); tool-call pieces are joined per index."""
     parts: list[str] = []
+    logprobs: list[TokenLogprob] = []
+    calls: dict[int, list[str]] = {}  # index -> [id, name, arguments...]
     try:
         async for event in events:
             if isinstance(event, TextDelta):
                 parts.append(event.text)
+                logprobs.extend(event.logprobs)
+            elif isinstance(event, Finished):
+                tool_calls = [
+                    ToolCall(id=c[0], name=c[1], arguments="".join(c[2:]))
+                    for _, c in sorted(calls.items())
+                ]
+                return Collected("".join(parts), event, tool_calls, logprobs)
             else:
-                return "".join(parts), event
+                call = calls.setdefault(event.index, ["", ""])
+                if event.id:
+                    call[0] = event.id
+                if event.name:
+                    call[1] = event.name
+                call.append(event.arguments)
     finally:
         await events.aclose()
     raise RuntimeError("engine stream ended without a Finished event")
 
 
 def finish_reason(event: Finished) -> str:
-    return "length" if event.reason == "length" else "stop"
+    """OpenAI's finish_reason (a cancelled generation never reaches a client)."""
+    return event.reason if event.reason in ("length", "tool_calls") else "stop"

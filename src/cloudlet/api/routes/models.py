@@ -34,6 +34,7 @@ def _object(info: ModelInfo, status: str, catalog: Catalog) -> ModelObject:
         owned_by=info.owned_by,
         kind=info.kind,
         context_length=info.context_length,
+        capabilities=list(info.capabilities),
         status=status,
         card=CardSummary.model_validate(summary) if summary is not None else None,
     )
