@@ -113,9 +113,13 @@ def test_function_tool_and_follow_up_with_previous_response_id(
     )
     assert follow_up.previous_response_id == first.id
     assert follow_up.output_text
-    # the follow-up saw the whole conversation: its prompt is longer than the first one's
-    assert follow_up.usage is not None and first.usage is not None
-    assert follow_up.usage.input_tokens > first.usage.input_tokens
+    # The follow-up saw the whole conversation: its prompt holds the first question (asked
+    # alone below, without the tools' descriptions) and the calls and their outputs besides.
+    # (Compared with the question alone, not with the first prompt: that one also describes
+    # the tools, which the follow-up does not carry, and the model decides how many calls.)
+    alone = client.responses.create(model=CHAT, input=kwargs["input"], max_output_tokens=1)
+    assert follow_up.usage is not None and alone.usage is not None
+    assert follow_up.usage.input_tokens > alone.usage.input_tokens
 
 
 def test_json_schema_text_format(client: OpenAI) -> None:
