@@ -126,7 +126,7 @@ def test_off_loopback_no_200_without_a_key_in_any_config(
         ["--host", "0.0.0.0"],
     )
     try:
-        assert "auth: api-key" in server.output()
+        wait_for(lambda: "auth: api-key" in server.output(), "the banner")
         assert httpx.get(server.base_url + "/health").json()["auth"] == "api-key"
         for key in (None, "unused", "sk-cl-" + "x" * 43):
             assert chat(server, key).status_code == 401

@@ -27,6 +27,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import llama_cpp
@@ -124,6 +125,9 @@ class BatchedLlamaCppEngine:
         self._scheduler: Scheduler | None = None
         self._parallel = spec.parallel or CPU_PARALLEL
         self._requests = 0
+        # One thread of its own: templating and tokenizing one request at a time, never beside
+        # another request's (llama.cpp's tokenizer state is not shared safely between threads).
+        self._preparer = ThreadPoolExecutor(1, thread_name_prefix=f"prepare-{spec.name}")
 
     @property
     def info(self) -> ModelInfo:
@@ -203,6 +207,7 @@ class BatchedLlamaCppEngine:
         if scheduler is not None:
             scheduler.stop()
             await asyncio.to_thread(scheduler.join)
+        self._preparer.shutdown(wait=False, cancel_futures=True)
         ctx, self._ctx = self._ctx, None
         if ctx is not None:
             llama_cpp.llama_free(ctx)
@@ -295,7 +300,7 @@ class BatchedLlamaCppEngine:
         every other request and ``/health``. A request that gives up (timeout, or its client
         left) leaves the thread to finish; the sampler it built is then freed.
         """
-        future = asyncio.get_running_loop().run_in_executor(None, prepare)
+        future = asyncio.get_running_loop().run_in_executor(self._preparer, prepare)
         try:
             return await asyncio.wait_for(asyncio.shield(future), PREPARE_TIMEOUT_S)
         except BaseException as exc:

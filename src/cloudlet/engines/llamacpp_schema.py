@@ -95,6 +95,10 @@ class _Converter(SchemaConverter):
         return self._add_rule(rule_name, rule)  # type: ignore[no-untyped-call]
 
 
+_LOOSE_CHAR = 'char ::= [^"\\\\] |'
+_JSON_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
+
+
 def schema_to_gbnf(schema: dict[str, Any], param: str) -> str:
     """The GBNF grammar (root rule ``root``) of the JSON values ``schema`` accepts; a 400
     naming ``param`` for a schema it cannot enforce."""
@@ -104,9 +108,12 @@ def schema_to_gbnf(schema: dict[str, Any], param: str) -> str:
         )
         resolved = converter.resolve_refs(json.loads(json.dumps(schema)), "input")
         converter.visit(resolved, "")
-        return str(converter.format_grammar())  # type: ignore[no-untyped-call]
+        grammar = str(converter.format_grammar())  # type: ignore[no-untyped-call]
     except Exception as exc:  # the converter raises plain exceptions (and asserts)
         raise InvalidRequest(
             f"{param}: this JSON schema is not supported by the embedded engine: {exc}",
             param=param,
         ) from exc
+    # llama-cpp-python's `char` lets raw control characters into strings (llama.cpp's own
+    # converter excludes them): JSON forbids them, and json.loads refuses the result.
+    return grammar.replace(_LOOSE_CHAR, _JSON_CHAR)
