@@ -26,6 +26,7 @@ from cloudlet.domain import (
 from cloudlet.engines import openai_reply as reply
 from cloudlet.engines import openai_wire as wire
 from cloudlet.engines.openai_stream import PrimedStream
+from cloudlet.engines.propagation import trace_headers
 from cloudlet.errors import (
     CloudletError,
     EngineOverloaded,
@@ -109,10 +110,14 @@ class OpenAIReplica:
                 headers=engine.get_headers,
                 extensions={"timeout": timeouts or engine.timeouts},
             )
+        headers: httpx.Headers | list[tuple[str, str]] = engine.post_headers
+        traced = trace_headers.get()
+        if traced:  # the attempt's trace context (see cloudlet.engines.propagation)
+            headers = [*engine.post_headers.multi_items(), *traced]
         return httpx.Request(
             "POST",
             self._endpoints[path],
-            headers=engine.post_headers,
+            headers=headers,
             content=json.dumps(body).encode(),
             extensions={"timeout": timeouts or engine.timeouts},
         )
