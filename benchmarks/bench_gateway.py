@@ -8,6 +8,12 @@ fake upstream of the tests when nginx is not installed. Load comes from ``wrk`` 
 so the load generator takes as little of the machine as possible: p50 latency with 1 client
 and requests/s with 32 clients, per side, sides interleaved round by round.
 
+"cloudlet+tracing" is the "cloudlet" side with OpenTelemetry tracing configured the standard
+way (``OTEL_EXPORTER_OTLP_ENDPOINT``), exporting every request's spans to a local OTLP/HTTP
+receiver (a location of the same nginx, which answers 200 and logs each export; or
+tests/otlp_receiver.py without nginx): its requests/s against the "cloudlet" side's is the cost
+of tracing (target: at most 10 % fewer).
+
     python benchmarks/bench_gateway.py [--duration 10] [--rounds 2] [--no-litellm]
 
 LiteLLM is installed, when missing, into its own venv (--litellm-venv, /tmp/litellm-venv).
@@ -101,8 +107,10 @@ def running(
     args: list[str], ready_url: str, log: Path, env: dict[str, str] | None = None
 ) -> Iterator[None]:
     with log.open("wb") as out:
+        # Tracing is on only where a side asks for it (OTEL_* of this shell is not passed on).
+        base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
         process = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+            args, stdout=out, stderr=subprocess.STDOUT, env={**base, **(env or {})}
         )
         try:
             wait_ready(ready_url, process)
@@ -121,8 +129,9 @@ def _nginx_string(text: str) -> str:
 
 
 @contextlib.contextmanager
-def upstream(tmp: Path) -> Iterator[tuple[str, str]]:
-    """(JSON base URL, SSE base URL) of a fast fixed-answer upstream."""
+def upstream(tmp: Path) -> Iterator[tuple[str, str, str]]:
+    """(JSON base URL, SSE base URL) of a fast fixed-answer upstream, and the base URL of an
+    OTLP/HTTP trace receiver (``POST /v1/traces``)."""
     port = free_port()
     nginx = shutil.which("nginx") or (
         "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
@@ -130,8 +139,13 @@ def upstream(tmp: Path) -> Iterator[tuple[str, str]]:
     if nginx is None:
         args = [sys.executable, str(ROOT / "tests" / "fakes_upstream.py"), "--port", str(port)]
         base = f"http://127.0.0.1:{port}/v1"
-        with running(args, base + "/models", tmp / "upstream.log"):
-            yield base, base
+        rport = free_port()
+        receiver = [sys.executable, str(ROOT / "tests" / "otlp_receiver.py"), "--port", str(rport)]
+        with (
+            running(args, base + "/models", tmp / "upstream.log"),
+            running(receiver, f"http://127.0.0.1:{rport}/", tmp / "receiver.log"),
+        ):
+            yield base, base, f"http://127.0.0.1:{rport}"
         return
     models = json.dumps({"object": "list", "data": [{"id": "bench-model", "object": "model"}]})
     conf = tmp / "nginx.conf"
@@ -156,6 +170,10 @@ http {{
             default_type text/event-stream; return 200 {_nginx_string(sse_completion())};
         }}
         location ~ /models$ {{ default_type application/json; return 200 {_nginx_string(models)}; }}
+        location = /v1/traces {{
+            access_log {tmp}/otlp-exports.log;
+            default_type application/x-protobuf; return 200 "";
+        }}
     }}
 }}
 """
@@ -164,7 +182,7 @@ http {{
     with running(
         [nginx, "-c", str(conf), "-p", str(tmp)], base + "/v1/models", tmp / "upstream.log"
     ):
-        yield base + "/v1", base + "/sse/v1"
+        yield base + "/v1", base + "/sse/v1", base
 
 
 def ensure_litellm(venv: Path) -> Path:
@@ -237,6 +255,17 @@ def check(url: str, key: str = KEY) -> None:
     assert r.json()["choices"][0]["message"]["content"] == "Hello there!", r.text
 
 
+def trace_exports(tmp: Path, receiver: str) -> int:
+    """How many OTLP export requests the receiver answered (nginx logs each one; the Python
+    receiver is asked)."""
+    log = tmp / "otlp-exports.log"
+    if log.exists():
+        return sum(1 for line in log.read_text().splitlines() if "POST /v1/traces" in line)
+    r = httpx.get(receiver + "/exports", timeout=10)
+    r.raise_for_status()
+    return int(r.text)
+
+
 def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
@@ -270,7 +299,7 @@ def main() -> None:
         contextlib.ExitStack() as stack,
     ):
         tmp = Path(name)
-        json_base, sse_base = stack.enter_context(upstream(tmp))
+        json_base, sse_base, receiver = stack.enter_context(upstream(tmp))
         sides = {"direct": json_base + "/chat/completions"}
 
         models = (
@@ -280,8 +309,14 @@ def main() -> None:
         )
         env = {"BENCH_KEY": "sk-upstream", "COLUMNS": "200", "XDG_DATA_HOME": str(tmp / "data")}
         # "cloudlet": routing only (storage.ledger: off); "cloudlet+keys": the same with an API
-        # key checked, its limits reserved and settled, and a ledger row (SQLite) per request.
-        for side, storage in (("cloudlet", "off"), ("cloudlet+keys", "null")):
+        # key checked, its limits reserved and settled, and a ledger row (SQLite) per request;
+        # "cloudlet+tracing": routing only, every request's spans exported to the receiver.
+        tracing = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver, "OTEL_SERVICE_NAME": "cloudlet-bench"}
+        for side, storage, extra in (
+            ("cloudlet", "off", {}),
+            ("cloudlet+keys", "null", {}),
+            ("cloudlet+tracing", "off", tracing),
+        ):
             port = free_port()
             spec = tmp / f"{side}.yaml"
             spec.write_text(
@@ -294,7 +329,7 @@ def main() -> None:
                     command,
                     f"http://127.0.0.1:{port}/ready",
                     tmp / f"{side}.log",
-                    {**env, "CLOUDLET_ADMIN_KEY": KEY},
+                    {**env, "CLOUDLET_ADMIN_KEY": KEY, **extra},
                 )
             )
             sides[side] = f"http://127.0.0.1:{port}/v1/chat/completions"
@@ -346,13 +381,17 @@ def main() -> None:
                 p50s[side].append(p50)
                 rps[side].append(r)
                 print(
-                    f"round {round_ + 1} {side:9s} p50@1 {p50:7.2f} ms   {r:8.0f} req/s @32",
+                    f"round {round_ + 1} {side:16s} p50@1 {p50:7.2f} ms   {r:8.0f} req/s @32",
                     flush=True,
                 )
+        exports = trace_exports(tmp, receiver)
+        dropped = (tmp / "cloudlet+tracing.log").read_text(errors="replace").count("dropped")
 
+    if exports == 0:
+        raise RuntimeError("cloudlet+tracing exported no spans: the tracing side measured nothing")
     med_p50 = {s: statistics.median(v) for s, v in p50s.items()}
     med_rps = {s: statistics.median(v) for s, v in rps.items()}
-    section = report(args, med_p50, med_rps, version, rps)
+    section = report(args, med_p50, med_rps, version, rps, (exports, dropped))
     write_section(args.out, section)
     print(section)
 
@@ -363,6 +402,7 @@ def report(
     rps: dict[str, float],
     version: str,
     rounds: dict[str, list[float]],
+    traced: tuple[int, int] = (0, 0),
 ) -> str:
     upstream_kind = (
         "nginx 1 worker"
@@ -399,6 +439,22 @@ def report(
             f"serves {rps['cloudlet+keys']:.0f} requests/s at 32 clients, {slower:.0%} fewer than "
             f"without them (target: within 20 %: {'met' if slower <= 0.20 else 'not met'}); "
             f"p50 at 1 client {p50['cloudlet+keys']:.2f} ms against {p50['cloudlet']:.2f} ms."
+        )
+    if "cloudlet+tracing" in rps:
+        fewer = 1 - rps["cloudlet+tracing"] / rps["cloudlet"]
+        per_round = [
+            1 - t / c for t, c in zip(rounds["cloudlet+tracing"], rounds["cloudlet"], strict=True)
+        ]
+        lines.append(
+            f"- With OpenTelemetry tracing on (OTEL_EXPORTER_OTLP_ENDPOINT; a request span and an "
+            f"upstream attempt span per request, exported over OTLP/HTTP to a local receiver in "
+            f"{traced[0]} batches), cloudlet serves {rps['cloudlet+tracing']:.0f} requests/s at 32 "
+            f"clients, {fewer:.0%} fewer than without (target: at most 10 % fewer: "
+            f"{'met' if fewer <= 0.10 else 'not met'}; per round "
+            + ", ".join(f"{f:.0%}" for f in per_round)
+            + f"); p50 at 1 client {p50['cloudlet+tracing']:.2f} ms against "
+            f"{p50['cloudlet']:.2f} ms"
+            + (f"; the SDK reported dropped spans {traced[1]} times." if traced[1] else ".")
         )
     if "litellm" in rps:
         ratio = rps["cloudlet"] / rps["litellm"]
