@@ -25,8 +25,9 @@ from tests.otlp_receiver import OtlpReceiver
 ADMIN = "admin-key-never-logged-5e5e"
 SECRET = "the password is swordfish"
 HI = [{"role": "user", "content": SECRET}]
-# One dollar per token; the fake cloud reports 11 prompt + 2 completion tokens = 13 for a
-# spill, which reserves 80+ first (the prompt's bound + max_tokens): a second spill is refused.
+# One dollar per token. A spill reserves the prompt's bound (25 bytes of SECRET, 4 of "user",
+# 16 a message, 64 a request: 109) + 3 (max_tokens) = 112 and the fake cloud reports 11 + 2 =
+# 13 used: after one spill, 13 + 112 > 120 refuses the next.
 CONFIG = """
 models:
   - name: local
@@ -45,7 +46,7 @@ routes:
     targets: [local, cloud]
     policy: local-first
     spill: {{max_queue_wait_ms: 0}}
-    cloud_budget: {{per_day: 110, currency: USD, when_spent: reject}}
+    cloud_budget: {{per_day: 120, currency: USD, when_spent: reject}}
 """
 
 
@@ -175,7 +176,7 @@ def test_known_traffic_counts_exactly_in_metrics_and_the_access_log(
     assert costs[("cloud", "cloud", "USD")] == 13  # 11 + 2 tokens at a dollar each
     assert set(costs) <= {("cloud", "cloud", "USD"), ("local", "local", "USD")}
     assert select(s, "cloudlet_cloud_budget_remaining", "route", "currency") == {
-        ("chat", "USD"): 110 - 13
+        ("chat", "USD"): 120 - 13
     }
 
     log = server.output()
@@ -256,11 +257,12 @@ routes:
     assert request.attributes["gen_ai.request.temperature"] == 0.25
     assert request.attributes["gen_ai.response.model"] == "second"
     assert request.attributes["gen_ai.response.id"] == r.headers["x-request-id"]
-    assert request.attributes["gen_ai.response.finish_reasons"] == ("length",)
+    assert request.attributes["gen_ai.response.finish_reasons"] == ("stop",)
     assert request.attributes["gen_ai.usage.input_tokens"] == 11
     assert request.attributes["gen_ai.usage.output_tokens"] == 3
     assert request.attributes["cloudlet.route"] == "chat"
-    assert request.attributes["cloudlet.spilled"] is False
+    assert request.attributes["cloudlet.spilled"] is True  # not the route's first choice
+    assert r.headers["x-cloudlet-spilled"] == "true"
     for span in spans:
         assert SECRET not in json.dumps(span.attributes, default=str)
 

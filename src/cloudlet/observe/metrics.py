@@ -112,7 +112,8 @@ class RequestMetrics:
         )
         self._spilled = Counter(
             "cloudlet_spilled_requests",
-            "Requests a route sent to a cloud target because local capacity was short",
+            "Requests served by a target other than the route's first choice (spill-over to "
+            "the cloud, or failover)",
             ["route", "target"],
             registry=registry,
         )

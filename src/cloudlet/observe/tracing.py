@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Attributes, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
@@ -173,11 +174,15 @@ class OtelTracer:
         span.end()
 
 
-def _incoming(life: RequestLife) -> Any:
-    """The client's trace context (its ``traceparent``), or None to start a new trace."""
-    carrier = getattr(life.arrival, "trace_headers", None)
-    if not carrier:
+def _incoming(life: RequestLife) -> Context | None:
+    """The client's trace context (its ``traceparent``), or None to start a new trace (a
+    malformed one is ignored, as the W3C specification says)."""
+    arrival = life.arrival
+    if arrival.traceparent is None:
         return None
+    carrier = {"traceparent": arrival.traceparent}
+    if arrival.tracestate is not None:
+        carrier["tracestate"] = arrival.tracestate
     return _PROPAGATOR.extract(carrier)
 
 
