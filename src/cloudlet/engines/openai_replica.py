@@ -111,17 +111,16 @@ class OpenAIReplica:
                 headers=engine.get_headers,
                 extensions={"timeout": timeouts or engine.timeouts},
             )
-        headers: httpx.Headers | list[tuple[str, str]] = engine.post_headers
-        traced = trace_headers.get()
-        if traced:  # the attempt's trace context (see cloudlet.engines.propagation)
-            headers = [*engine.post_headers.multi_items(), *traced]
-        return httpx.Request(
+        request = httpx.Request(
             "POST",
             self._endpoints[path],
-            headers=headers,
+            headers=engine.post_headers,
             content=json.dumps(body).encode(),
             extensions={"timeout": timeouts or engine.timeouts},
         )
+        for name, value in trace_headers.get():  # see cloudlet.engines.propagation
+            request.headers[name] = value
+        return request
 
     async def _call(
         self, path: str, body: object, timeout_s: float

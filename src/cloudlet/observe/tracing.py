@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -205,8 +204,6 @@ def _attributes(record: RequestRecord) -> dict[str, Any]:
         out["cloudlet.route"] = record.route
     if record.finish_reason is not None:
         out["gen_ai.response.finish_reasons"] = (record.finish_reason,)
-    if record.team is not None:
-        out["cloudlet.team"] = record.team
     if record.status != "ok":
         out["error.type"] = record.error or record.status
         out["http.response.status_code"] = record.http_status
@@ -238,7 +235,7 @@ class _AttemptSpan:
         if error is not None and self._span.is_recording():
             self._span.set_attribute("error.type", error)
             self._span.set_status(StatusCode.ERROR)
-        self._span.end(end_time=time.time_ns())
+        self._span.end()
 
 
 def _trace_context(context: SpanContext) -> tuple[tuple[str, str], ...]:

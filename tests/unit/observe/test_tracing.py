@@ -202,7 +202,6 @@ def test_a_failover_is_a_request_span_with_two_attempt_spans(
         "cloudlet.target": "cloud",
         "cloudlet.spilled": True,
         "cloudlet.cost": 0.000002,
-        "cloudlet.team": "alpha",
     }
     assert server.status.status_code == StatusCode.UNSET
     assert server.start_time is not None and failed.start_time is not None
