@@ -139,6 +139,9 @@ def serve(
             port=spec.server.port,
             log_config=None,
             log_level=spec.server.log_level,
+            # Requests are logged by cloudlet's own access log (one line per record, without
+            # Rich's formatting, which costs more than the request); uvicorn's would repeat it.
+            access_log=False,
             timeout_graceful_shutdown=5,
             **uvicorn_options(spec.server),
         ),
