@@ -150,12 +150,13 @@ def generation_request(body: MessagesRequest) -> GenerationRequest:
 
 
 def count_request(body: CountTokensRequest) -> GenerationRequest:
+    """The request whose prompt ``messages.create`` with the same input would evaluate."""
     tools = _tools(body.tools)
     return GenerationRequest(
         model=ModelId(body.model),
         messages=chat_messages(body.system, body.messages),
         tools=tools,
-        tool_choice=ToolChoice("auto" if tools else "none"),
+        tool_choice=_tool_choice(body.tool_choice, tools),
     )
 
 

@@ -29,6 +29,7 @@ from cloudlet.api.routes import (
     messages,
     models,
     responses,
+    tokenize,
 )
 from cloudlet.api.schemas import ErrorResponse
 from cloudlet.config import Spec
@@ -157,7 +158,7 @@ def create_app(
     app.state.metrics = make_registry(gateway, drain)
     app.state.auth_failures = AuthFailures(app.state.metrics)
     install_error_handlers(app)
-    for module in (models, chat, completions, messages, responses, embeddings, health):
+    for module in (models, chat, completions, messages, responses, embeddings, tokenize, health):
         app.include_router(module.router)
     if accounts:
         app.include_router(admin.router)

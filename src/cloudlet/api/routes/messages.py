@@ -27,6 +27,7 @@ from cloudlet.api.anthropic_schemas import (
 from cloudlet.api.errors import ERROR_RESPONSES, anthropic_error_body
 from cloudlet.api.routes.chat import json_response, where_headers
 from cloudlet.api.routes.deps import ArrivalDep, PipelineDep, TokenDep, collect_all, new_id
+from cloudlet.api.routes.tokenize import exact_tokens
 from cloudlet.domain import Finished, GenerationEvent, TextDelta
 from cloudlet.domain.tokens import estimate_prompt_tokens, estimate_tokens
 from cloudlet.errors import CloudletError
@@ -145,10 +146,15 @@ async def _stream(
     "/v1/messages/count_tokens",
     response_model=TokenCount,
     responses=ERROR_RESPONSES,
-    summary="Count a message's input tokens (an estimate: ~4 characters a token)",
+    summary="Count a message's input tokens (exact on local models)",
 )
 async def count_tokens(body: CountTokensRequest, pipeline: PipelineDep, token: TokenDep) -> Any:
+    """A local model counts with its own tokenizer and chat template, the prompt a
+    ``messages.create`` of the same input evaluates; a remote one is estimated (~4
+    characters a token, the tools' JSON included)."""
     request = convert.count_request(body)
-    await pipeline.check(token, request.model)
+    tokens = await exact_tokens(pipeline, token, request)
+    if tokens is not None:
+        return TokenCount(input_tokens=len(tokens))
     tools = sum(estimate_tokens(json.dumps(t.as_wire_dict())) for t in request.tools)
     return TokenCount(input_tokens=estimate_prompt_tokens(request) + tools)
