@@ -44,7 +44,11 @@ _STOP_REASONS: dict[FinishReason, StopReason] = {
 }
 
 
-def stop_reason(reason: FinishReason) -> StopReason:
+def stop_reason(reason: FinishReason, stop_sequence: str | None = None) -> StopReason:
+    """Anthropic's stop reason: ``stop_sequence`` when one of the request's stop sequences
+    ended the text (the engine says which), unless the answer called a tool."""
+    if stop_sequence is not None and reason == "stop":
+        return "stop_sequence"
     return _STOP_REASONS[reason]
 
 

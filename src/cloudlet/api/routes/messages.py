@@ -60,11 +60,13 @@ async def messages(
             for c in whole.tool_calls
         ]
         usage = whole.done.usage
+        reason = convert.stop_reason(whole.done.reason, whole.done.stop_sequence)
         message = MessageOut(
             id=mid,
             model=body.model,
             content=content,
-            stop_reason=convert.stop_reason(whole.done.reason),
+            stop_reason=reason,
+            stop_sequence=whole.done.stop_sequence if reason == "stop_sequence" else None,
             usage=UsageOut(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens),
         )
         return json_response(message, where)
@@ -105,7 +107,9 @@ async def _stream(
                     "input_tokens": event.usage.prompt_tokens,
                     "output_tokens": event.usage.completion_tokens,
                 }
-                end = {"stop_reason": convert.stop_reason(event.reason), "stop_sequence": None}
+                reason = convert.stop_reason(event.reason, event.stop_sequence)
+                stop = event.stop_sequence if reason == "stop_sequence" else None
+                end = {"stop_reason": reason, "stop_sequence": stop}
                 yield _event("message_delta", {"delta": end, "usage": usage})
                 yield _event("message_stop", {})
                 return
