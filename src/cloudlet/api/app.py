@@ -30,6 +30,7 @@ from cloudlet.api.routes import (
     responses,
 )
 from cloudlet.api.schemas import ErrorResponse
+from cloudlet.api.ui import install_ui
 from cloudlet.config import Spec
 from cloudlet.config.storage import StorageSpec, mask_url
 from cloudlet.counters.base import Counters
@@ -42,6 +43,7 @@ from cloudlet.gateway.pipeline import Pipeline
 from cloudlet.gateway.prices import Prices
 from cloudlet.gateway.tenancy import Tenancy
 from cloudlet.ledger.store import Ledger
+from cloudlet.observe.live import LiveFeed
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +151,7 @@ def create_app(
         app.include_router(module.router)
     if accounts:
         app.include_router(admin.router)
+        install_ui(app, LiveFeed(currency=spec.currency), admin_key=admin_key)  # /ui
     app.include_router(metrics_router)
     app.add_middleware(CancelOnDisconnect, paths=GENERATION_PATHS)
     app.add_middleware(BodyLimit, max_bytes=spec.server.max_body_bytes)
