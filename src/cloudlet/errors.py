@@ -16,6 +16,7 @@ translated at the boundary with ``raise ... from``.
     │   └── HeadersTooLarge            431 invalid_request_error / headers_too_large
     ├── ModelNotFound                  404 invalid_request_error / model_not_found
     ├── KeyNotFound                    404 invalid_request_error / key_not_found (admin API)
+    ├── RequestNotFound                404 invalid_request_error / request_not_found (admin API)
     ├── ResponseNotFound               404 invalid_request_error / response_not_found
     ├── WrongModelKind                 400 invalid_request_error / model_not_supported
     ├── AuthenticationError            401 invalid_request_error / invalid_api_key
@@ -142,6 +143,14 @@ class KeyNotFound(CloudletError):
     status = 404
     type = "invalid_request_error"
     code = "key_not_found"
+
+
+class RequestNotFound(CloudletError):
+    """No ledger row has this request id (ours or the client's)."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "request_not_found"
 
 
 class ResponseNotFound(CloudletError):

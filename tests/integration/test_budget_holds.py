@@ -20,7 +20,7 @@ import pytest
 from redis import Redis
 
 from cloudlet.domain import ChatMessage, GenerationRequest, ModelId
-from cloudlet.engines.openai_wire import prompt_token_bound
+from cloudlet.domain.tokens import prompt_token_bound
 from cloudlet.pricing import Price
 from tests.conftest import Server, start_server, stop_server
 from tests.fakes_upstream import BadUsage, Drop, FakeUpstream, Fault, Hold, Status

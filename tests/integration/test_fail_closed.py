@@ -193,7 +193,7 @@ def test_revoking_the_last_key_never_reopens(tmp_path: Path, upstream: FakeUpstr
     # A server started after the revocation, with no active key at all, is closed as well.
     again = start_server(tmp_path, config(upstream, f"{{ledger: '{ledger}'}}"))
     try:
-        assert "auth: api-key" in again.output()
+        wait_for(lambda: "auth: api-key" in again.output(), "the banner")  # as above
         assert chat(again, None).status_code == 401
         assert chat(again, created["key"]).status_code == 401
     finally:

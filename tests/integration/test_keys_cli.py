@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -148,6 +149,29 @@ def test_usage_reports_and_exports(url: str, tmp_path: Path) -> None:
     assert [r["cloud"] for r in exported] == ["False", "False", "False", "True"]
     code, out = _invoke("usage", "--since", "last week", "--ledger", url)
     assert code == 2 and "--since" in out
+
+
+def test_usage_finds_one_request_by_its_id_or_the_clients(url: str) -> None:
+    async def write() -> None:
+        ledger = await Ledger.open(url)
+        try:
+            ledger.writer.record(replace(row("req-a", cost="0.10"), client_request_id="mine"))
+            ledger.writer.record(replace(row("req-b", cost="0.20"), client_request_id="mine"))
+            ledger.writer.record(row("req-c", cost="0.30"))
+        finally:
+            await ledger.close()
+
+    asyncio.run(write())
+    code, out = _invoke("usage", "--request-id", "req-c", "--json", "--ledger", url)
+    assert code == 0, out
+    [found] = json.loads(out)
+    assert (found["request_id"], found["cost"], found["status"]) == ("req-c", "0.3", "ok")
+    code, out = _invoke("usage", "--request-id", "mine", "--json", "--ledger", url)
+    assert [r["request_id"] for r in json.loads(out)] == ["req-a", "req-b"]
+    code, out = _invoke("usage", "--request-id", "req-a", "--ledger", url)
+    assert code == 0 and "req-a" in out and "client_request_id" in out and "mine" in out
+    code, out = _invoke("usage", "--request-id", "req-nope", "--ledger", url)
+    assert code == 1 and "no ledger row" in out
 
 
 def test_the_default_ledger_is_in_the_user_data_dir(

@@ -9,8 +9,8 @@ import pytest
 
 from cloudlet.config import ModelSpec
 from cloudlet.domain import ChatMessage, Finished, GenerationRequest, ModelId, TextDelta
+from cloudlet.domain.tokens import prompt_token_bound
 from cloudlet.engines.openai_remote import OpenAIEngine
-from cloudlet.engines.openai_wire import prompt_token_bound
 from cloudlet.errors import (
     ContextLengthExceeded,
     EngineOverloaded,

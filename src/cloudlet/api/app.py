@@ -19,6 +19,7 @@ from cloudlet.api.errors import ContainAnsweredErrors, install_error_handlers
 from cloudlet.api.limits import BodyLimit
 from cloudlet.api.metrics import AuthFailures, make_registry
 from cloudlet.api.metrics import router as metrics_router
+from cloudlet.api.request_ids import RequestIds
 from cloudlet.api.routes import (
     admin,
     chat,
@@ -39,6 +40,7 @@ from cloudlet.engines.base import Engine
 from cloudlet.gateway import Gateway
 from cloudlet.gateway.accounting import Accounting
 from cloudlet.gateway.catalog import Catalog
+from cloudlet.gateway.life import Recorder
 from cloudlet.gateway.pipeline import Pipeline
 from cloudlet.gateway.prices import Prices
 from cloudlet.gateway.tenancy import Tenancy
@@ -52,10 +54,12 @@ GENERATION_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 
 
 class _App(FastAPI):
-    """FastAPI, with an answered 500 leaving the connection usable (see ContainAnsweredErrors)."""
+    """FastAPI, with an answered 500 leaving the connection usable (see ContainAnsweredErrors)
+    and ``x-request-id`` on every answer, Starlette's own 500 included (RequestIds sits
+    outside the error middleware that sends it)."""
 
     def build_middleware_stack(self) -> ASGIApp:
-        return ContainAnsweredErrors(super().build_middleware_stack())
+        return ContainAnsweredErrors(RequestIds(super().build_middleware_stack()))
 
 
 class Store(Protocol):
@@ -99,7 +103,10 @@ def create_app(
     route_budgets = open_route_budgets(storage.counters) if budgeted else None
     gateway = Gateway(engines, spec, budget_store=route_budgets)
     with_accounts = accounts and storage.ledger != "off"
-    pipeline = Pipeline(gateway, catalog if catalog is not None else Catalog.from_spec(spec))
+    recorder = Recorder(Prices(spec.models, gateway.stats), currency=spec.currency)
+    pipeline = Pipeline(
+        gateway, catalog if catalog is not None else Catalog.from_spec(spec), recorder=recorder
+    )
     if accounts:  # authentication holds with or without a ledger (the admin key works)
         pipeline.tenancy = Tenancy(None, loopback=spec.server.is_loopback, admin_key=admin_key)
     stores: list[Store] = [route_budgets] if route_budgets is not None else []
@@ -139,6 +146,7 @@ def create_app(
     drain = DrainState()
     app.state.gateway = gateway
     app.state.pipeline = pipeline
+    app.state.recorder = recorder
     app.state.spec = spec
     app.state.catalog = pipeline.catalog
     app.state.drain = drain
@@ -174,10 +182,7 @@ async def _open_accounts(
     stack.push_async_callback(counters.close)
     pipeline.tenancy = Tenancy(ledger.keys, loopback=spec.server.is_loopback, admin_key=admin_key)
     accounting = Accounting(
-        counters,
-        ledger.writer,
-        Prices(spec.models, pipeline.gateway.stats),
-        currency=spec.currency,
+        counters, ledger.writer, pipeline.recorder.prices, currency=spec.currency
     )
     stack.push_async_callback(accounting.close)  # before the counters close
     pipeline.accounting = accounting

@@ -22,13 +22,14 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from cloudlet.cli.common import ConfigOption, console, fail
 from cloudlet.cli.keys import JsonOption, LedgerOption, storage_for, with_ledger
+from cloudlet.config.storage import StorageSpec
 from cloudlet.ledger.reports import GroupBy, UsageGroup, parse_since
 from cloudlet.ledger.store import Ledger
 
@@ -56,10 +57,20 @@ def usage(
         Path | None,
         typer.Option("--csv", help="Also write every request's row as CSV to FILE (- for stdout)."),
     ] = None,
+    request_id: Annotated[
+        str | None,
+        typer.Option(
+            "--request-id",
+            help="Show the row of one request: the x-request-id of its response.",
+        ),
+    ] = None,
     config: ConfigOption = None,
     ledger: LedgerOption = None,
 ) -> None:
     """Usage and cost per team, model, target or key, local requests included."""
+    if request_id is not None:
+        _show_request(storage_for(config, ledger), request_id, json_)
+        return
     try:
         start = parse_since(since) if since is not None else None
     except ValueError as exc:
@@ -91,6 +102,25 @@ async def _write_csv(lg: Ledger, path: Path, since: datetime | None) -> None:
     with path.open("w", newline="", encoding="utf-8") as out:
         count = await lg.write_csv(out, since=since)
     console(stderr=True).print(f"wrote {count} rows to {path}")
+
+
+def _show_request(storage: StorageSpec, request_id: str, as_json: bool) -> None:
+    async def work(lg: Ledger) -> list[dict[str, Any]]:
+        return await lg.request_rows(request_id)
+
+    rows = with_ledger(storage, work)
+    if not rows:
+        fail(f"no ledger row for request {request_id!r} (rows are written within a second)", 1)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for row in rows:
+        table = Table(title=f"request {row['request_id']}", show_header=False)
+        table.add_column("field", style="bold")
+        table.add_column("value")
+        for name, value in row.items():
+            table.add_row(name, "-" if value is None else str(value))
+        console().print(table)
 
 
 def _money(amount: Decimal) -> str:

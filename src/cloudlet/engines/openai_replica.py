@@ -23,6 +23,7 @@ from cloudlet.domain import (
     GenerationRequest,
     ModelInfo,
 )
+from cloudlet.domain.tokens import prompt_token_bound
 from cloudlet.engines import openai_reply as reply
 from cloudlet.engines import openai_wire as wire
 from cloudlet.engines.openai_stream import PrimedStream
@@ -181,7 +182,7 @@ class OpenAIReplica:
         path = "/chat/completions" if request.messages is not None else "/completions"
         await self._acquire()
         # An upstream that sends no usage is charged the prompt's upper bound (budgets hold).
-        events = self._events(path, body, wire.prompt_token_bound(request))
+        events = self._events(path, body, prompt_token_bound(request))
         try:
             async with asyncio.timeout(spec.timeouts.first_token_s):
                 first = await anext(events)

@@ -26,7 +26,7 @@ from cloudlet.domain import (
     ToolCallDelta,
     Usage,
 )
-from cloudlet.engines.openai_wire import estimate_tokens
+from cloudlet.domain.tokens import estimate_tokens
 from cloudlet.errors import (
     CloudletError,
     ContextLengthExceeded,

@@ -8,55 +8,11 @@ name sent is the spec's ``upstream_model``, never the client's. What comes back 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from cloudlet.domain import GenerationRequest, SamplingParams
 
 _DEFAULTS = SamplingParams()
-_CHARS_PER_TOKEN = 4  # the usual rule of thumb for English BPE vocabularies
-_MESSAGE_OVERHEAD = 4  # role and separators of a chat template, per message
-#: Tokens a chat template may add around one message beyond its text: the role's header and
-#: separators, special tokens such as ``<|im_start|>`` / ``<|im_end|>`` (ChatML uses 5).
-BOUND_MESSAGE_OVERHEAD = 16
-#: Tokens a request may carry beyond its messages: BOS, the generation prompt, and a default
-#: system prompt some templates insert (SmolLM2's is 19 tokens with its wrapper).
-BOUND_REQUEST_OVERHEAD = 64
-
-
-def estimate_tokens(text: str) -> int:
-    """A tokenizer-free estimate, used when an upstream reports no usage and for rate limits."""
-    return math.ceil(len(text) / _CHARS_PER_TOKEN)
-
-
-def estimate_prompt_tokens(request: GenerationRequest) -> int:
-    if request.messages is None:
-        return estimate_tokens(request.prompt or "")
-    return sum(estimate_tokens(m.content) + _MESSAGE_OVERHEAD for m in request.messages)
-
-
-def token_bound(text: str) -> int:
-    """At least as many tokens as any tokenizer makes of ``text``: its UTF-8 byte count.
-
-    Byte-level BPE (GPT-2, Llama 3, Qwen, SmolLM2) and SentencePiece with byte fallback
-    (Llama 2, Mistral) emit no token that covers less than one byte of the text, so a text of
-    n bytes is at most n tokens, whatever its script: ASCII, CJK (3 bytes a character) or
-    emoji (4). Special tokens come from the template, not the text: see the overheads.
-    """
-    return len(text.encode("utf-8", "surrogatepass"))
-
-
-def prompt_token_bound(request: GenerationRequest) -> int:
-    """An upper bound of the prompt tokens ``request`` can cost on any model: what budgets
-    reserve (the real count, known at the end, is charged then)."""
-    if request.messages is None:
-        return token_bound(request.prompt or "") + BOUND_REQUEST_OVERHEAD
-    total = BOUND_REQUEST_OVERHEAD
-    for m in request.messages:
-        total += token_bound(m.content) + token_bound(m.role) + BOUND_MESSAGE_OVERHEAD
-        if m.name is not None:
-            total += token_bound(m.name)
-    return total
 
 
 def generation_body(request: GenerationRequest, upstream_model: str) -> dict[str, Any]:

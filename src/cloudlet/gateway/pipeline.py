@@ -2,25 +2,29 @@
 
     tenancy (key → tenant) → scope (the key's models) → policy (openness) →
     limits (reserve the worst case) → router (pick a target, fail over) → engine (stream) →
-    metering (tokens, cost) → ledger (settle, one row)
+    metering (tokens) → the request's record (ledger row, metrics, trace, access log, once)
 
 Each stage is its own module; this one only puts them in order. Once the key names a tenant,
-every request gets its ledger row: one refused before it runs (scope, policy, unknown model,
-rate limit, budget, counters down) gets a row of cost 0 with the refusal's code; a 401 names
-no tenant and is counted in metrics instead. Without a ledger (``storage.ledger: off``, tests
-with fake engines) there is no accounting stage; without tenancy every caller is anonymous.
+the request has a life (:mod:`cloudlet.gateway.life`) and ends in exactly one record: one
+refused before it runs (scope, policy, unknown model, rate limit, budget, counters down) gets
+a record of cost 0 with the refusal's code; a 401 names no tenant and is counted in metrics
+instead. Without a ledger (``storage.ledger: off``, tests with fake engines) records still
+reach the other sinks; without tenancy every caller is anonymous.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cloudlet.domain import GenerationRequest, ModelId
-from cloudlet.engines.openai_wire import estimate_tokens
+from cloudlet.domain import GenerationRequest, ModelId, Usage
+from cloudlet.domain.tokens import estimate_tokens, prompt_token_bound
 from cloudlet.errors import CloudletError, InvalidRequest, ModelNotPermittedForKey
-from cloudlet.gateway.accounting import Accounted, Accounting
+from cloudlet.gateway.accounting import Accounting
 from cloudlet.gateway.catalog import Catalog
+from cloudlet.gateway.life import Arrival, Recorder, RequestLife
+from cloudlet.gateway.prices import Prices
 from cloudlet.gateway.pricing import embedding_bound
+from cloudlet.gateway.record import Operation
 from cloudlet.gateway.service import Embedding, Gateway, Generation
 from cloudlet.gateway.tenancy import Tenancy
 from cloudlet.ledger.keys import Tenant
@@ -33,11 +37,26 @@ class Pipeline:
         catalog: Catalog,
         tenancy: Tenancy | None = None,
         accounting: Accounting | None = None,
+        *,
+        recorder: Recorder | None = None,
     ) -> None:
         self.gateway = gateway
         self.catalog = catalog
         self.tenancy = tenancy
+        if recorder is None:
+            prices = accounting.prices if accounting is not None else Prices([], gateway.stats)
+            recorder = Recorder(prices)
+        self.recorder = recorder
         self.accounting = accounting
+
+    @property
+    def accounting(self) -> Accounting | None:
+        """Keys' limits and the ledger (None: ``storage.ledger: off``)."""
+        return self.recorder.accounting
+
+    @accounting.setter
+    def accounting(self, value: Accounting | None) -> None:
+        self.recorder.accounting = value
 
     async def tenant(self, token: str | None) -> Tenant:
         """401 for a missing or wrong key (unless the server is in open mode)."""
@@ -77,74 +96,103 @@ class Pipeline:
         generate nothing, such as counting tokens); returns the targets it may reach."""
         return self._admit_model(await self.tenant(token), model)
 
-    async def generate(self, token: str | None, request: GenerationRequest) -> Generation:
+    async def _begin(
+        self,
+        token: str | None,
+        arrival: Arrival | None,
+        operation: Operation,
+        model: str,
+        request: GenerationRequest | None,
+        *,
+        stream: bool = False,
+    ) -> RequestLife:
+        """Resolve the key (a 401 names no tenant and ends in no record) and begin the life."""
         tenant = await self.tenant(token)
-        if self.accounting is None:
-            self._check_images(request, self._admit_model(tenant, request.model))
-            return await self.gateway.generate(request)
-        try:
-            targets = self._admit_model(tenant, request.model)
-            self._check_images(request, targets)
-            route = self._route_of(request.model)
-            request = self.gateway.bounded(request)  # before any money arithmetic
-            max_tokens = request.max_tokens or self.gateway.max_tokens_default(request.model)
-            admission = await self.accounting.admit(
-                tenant,
-                request,
-                model=request.model,
-                route=route,
-                targets=targets,
-                max_tokens=max_tokens,
-            )
-        except CloudletError as exc:
-            self.accounting.refused(tenant, request.model, self._route_of(request.model), exc)
-            raise
-        try:
-            generation = await self.gateway.generate(request)
-        except BaseException as exc:
-            await self.accounting.failed(admission, exc)
-            raise
-        events = Accounted(
-            generation.events,
-            self.accounting,
-            admission,
-            target=generation.target,
-            spilled=generation.spilled,
-        )
-        return Generation(events, generation.target, generation.spilled)
+        life = self.recorder.begin(arrival or Arrival.now(), operation, model, stream=stream)
+        life.tenant = tenant
+        life.route = self._route_of(model)
+        life.start(request)
+        return life
 
-    async def embed(self, token: str | None, model: ModelId, texts: Sequence[str]) -> Embedding:
-        tenant = await self.tenant(token)
-        if self.accounting is None:
-            self._admit_model(tenant, model)
-            return await self.gateway.embed(model, texts)
+    async def generate(
+        self,
+        token: str | None,
+        request: GenerationRequest,
+        arrival: Arrival | None = None,
+        *,
+        operation: Operation = "chat",
+        stream: bool = False,
+    ) -> Generation:
+        """Run ``request`` for the key ``token``: admit, route, and return the started
+        stream; its end (or a refusal or failure here) makes the request's record."""
+        life = await self._begin(token, arrival, operation, request.model, request, stream=stream)
         try:
-            targets = self._admit_model(tenant, model)
-            estimate = sum(estimate_tokens(t) for t in texts)
-            admission = await self.accounting.admit(
-                tenant,
-                None,
-                model=model,
-                route=self._route_of(model),
-                targets=targets,
-                max_tokens=0,
-                prompt_estimate=estimate,
-                prompt_bound=embedding_bound(list(texts)),
+            targets = self._admit_model(life.tenant or Tenant.anonymous(), request.model)
+            self._check_images(request, targets)
+            request = self.gateway.bounded(request)  # before any money arithmetic
+            life.max_tokens = request.max_tokens or self.gateway.max_tokens_default(request.model)
+            life.prompt_bound = prompt_token_bound(request)
+            await self._admit(life, request, targets)
+        except CloudletError as exc:
+            await life.end("refused", exc.code or exc.type, http_status=exc.status)
+            raise
+        try:
+            return await self.gateway.generate(request, life)
+        except BaseException as exc:
+            await life.fail(exc)
+            raise
+
+    async def embed(
+        self,
+        token: str | None,
+        model: ModelId,
+        texts: Sequence[str],
+        arrival: Arrival | None = None,
+    ) -> Embedding:
+        life = await self._begin(token, arrival, "embeddings", model, None)
+        try:
+            targets = self._admit_model(life.tenant or Tenant.anonymous(), model)
+            life.prompt_bound = embedding_bound(list(texts))
+            await self._admit(
+                life, None, targets, prompt_estimate=sum(estimate_tokens(t) for t in texts)
             )
         except CloudletError as exc:
-            self.accounting.refused(tenant, model, self._route_of(model), exc)
+            await life.end("refused", exc.code or exc.type, http_status=exc.status)
             raise
         try:
-            embedding = await self.gateway.embed(model, texts)
+            embedding = await self.gateway.embed(model, texts, life)
         except BaseException as exc:
-            await self.accounting.failed(admission, exc)
+            await life.fail(exc)
             raise
-        await self.accounting.settle(
-            admission,
-            target=embedding.target,
-            spilled=embedding.spilled,
-            prompt_tokens=embedding.result.prompt_tokens,
-            completion_tokens=0,
-            status="ok",
-        )
+        life.usage = Usage(embedding.result.prompt_tokens, 0)
+        await life.end("ok")
         return embedding
+
+    async def _admit(
+        self,
+        life: RequestLife,
+        request: GenerationRequest | None,
+        targets: list[str],
+        *,
+        prompt_estimate: int | None = None,
+    ) -> None:
+        """Price the request at each target it may reach and, with keys, reserve its worst
+        case against the key's limits (429 when they refuse)."""
+        accounting = self.accounting
+        if accounting is None:
+            life.prices = self.recorder.prices.of_targets(targets)
+            return
+        assert life.tenant is not None
+        admission = await accounting.admit(
+            life.tenant,
+            request,
+            model=life.model,
+            route=life.route,
+            targets=targets,
+            max_tokens=life.max_tokens,
+            prompt_estimate=prompt_estimate,
+            prompt_bound=life.prompt_bound,
+        )
+        life.admission = admission
+        life.prices = admission.prices
+        life.prompt_bound = admission.prompt_bound

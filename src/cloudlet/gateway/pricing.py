@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from cloudlet.config.remote import PriceSpec
 from cloudlet.domain import GenerationRequest, Usage
-from cloudlet.engines.openai_wire import prompt_token_bound, token_bound
+from cloudlet.domain.tokens import prompt_token_bound, token_bound
 from cloudlet.pricing import Money, Price
 
 __all__ = ["Money", "cost", "embedding_bound", "embedding_cost", "price_of", "worst_case"]
@@ -24,7 +24,7 @@ def cost(price: PriceSpec, usage: Usage) -> Money:
 
 def worst_case(price: PriceSpec, request: GenerationRequest, max_tokens_default: int) -> Money:
     """What to reserve before the call: an upper bound of the prompt's tokens (from its UTF-8
-    length, see :func:`~cloudlet.engines.openai_wire.prompt_token_bound`) plus every token
+    length, see :func:`~cloudlet.domain.tokens.prompt_token_bound`) plus every token
     it may generate."""
     completion = request.max_tokens or max_tokens_default
     return price_of(price).worst_case(prompt_token_bound(request), completion)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from cloudlet.ledger.writer import Status
 from cloudlet.pricing import Money
 
 if TYPE_CHECKING:
@@ -28,8 +29,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: ``refused``: turned away before it ran (403, 404, 429, 503), cost 0, the code in ``error``.
-Status = Literal["ok", "error", "cancelled", "refused"]
+__all__ = ["AttemptRecord", "AttemptTrace", "RequestRecord", "Sink", "Sinks", "Status", "Tracer"]
+
 #: The OpenTelemetry GenAI ``gen_ai.operation.name`` of the request.
 Operation = Literal["chat", "text_completion", "embeddings"]
 
@@ -82,6 +83,7 @@ class RequestRecord:
     cloud_equivalent: Money
     finish_reason: str | None = None
     attempts: tuple[AttemptRecord, ...] = ()
+    client_request_id: str | None = None  # the client's own x-request-id, when it sent one
 
     @property
     def time_per_output_token_s(self) -> float | None:
@@ -133,4 +135,6 @@ class Sinks:
             try:
                 sink.record(record)
             except Exception:
-                log.exception("sink %s failed on request %s", type(sink).__name__, record.request_id)
+                log.exception(
+                    "sink %s failed on request %s", type(sink).__name__, record.request_id
+                )

@@ -13,6 +13,7 @@ token can fail over unseen; after it, failures end the stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -37,11 +38,12 @@ from cloudlet.engines.base import ChatEngine, EmbeddingEngine, Engine
 from cloudlet.errors import CloudletError, ContextLengthExceeded, ModelNotFound, WrongModelKind
 from cloudlet.gateway.budget import BudgetStore, CloudBudget, Hold, InMemoryBudgetStore, RouteSeed
 from cloudlet.gateway.health import HealthChecker
+from cloudlet.gateway.life import RequestLife, error_code
 from cloudlet.gateway.metering import Metered
 from cloudlet.gateway.pricing import Money, cost, embedding_bound, embedding_cost, worst_case
 from cloudlet.gateway.router import RouteRunner, RoutingEnv
 from cloudlet.gateway.settling import SettleRetries
-from cloudlet.gateway.targets import Replica, Target, TargetOptions
+from cloudlet.gateway.targets import Replica, Target, TargetOptions, target_state, target_status
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +174,7 @@ class Gateway:
         down model answers a clear 503; taking the gateway out of rotation would cut off the
         healthy models and fix nothing upstream.
         """
-        states = {_state(target) for target in self._targets.values()}
+        states = {target_state(target) for target in self._targets.values()}
         if not states or "loading" in states:
             return "loading", False
         if "failed" in states:
@@ -200,7 +202,7 @@ class Gateway:
 
         A route is ready while any of its targets is, degraded while none is but one is up.
         """
-        out = {name: _status(target) for name, target in self._targets.items()}
+        out = {name: target_status(target) for name, target in self._targets.items()}
         for name in self._route_names:
             states = [out[t.name] for t in self._routes[name].targets]
             if "ready" in states:
@@ -282,7 +284,11 @@ class Gateway:
 
     # --- requests --------------------------------------------------------------------------
 
-    async def generate(self, request: GenerationRequest) -> Generation:
+    async def generate(
+        self, request: GenerationRequest, life: RequestLife | None = None
+    ) -> Generation:
+        """Start ``request`` on the route's best target. With ``life``, the attempts and where
+        it ran are noted on it, and the stream ends it (its one record)."""
         runner = self._runner(request.model)
         self._check_kind(request.model, runner.targets, "chat")
         request = self.bounded(request)
@@ -298,12 +304,16 @@ class Gateway:
             target: Target, replica: Replica, held: Hold | None
         ) -> AsyncGenerator[GenerationEvent, None]:
             engine = cast(ChatEngine, replica.engine)  # the kind was checked above
+            tried = life.attempt(target.name, engine.info.engine) if life is not None else None
             started = clock()
             replica.outstanding += 1
             try:
-                events = await engine.generate(request)
-            except BaseException:
+                with tried.trace if tried is not None else _nothing():
+                    events = await engine.generate(request)
+            except BaseException as exc:
                 replica.outstanding -= 1
+                if tried is not None:
+                    tried.end(error_code(exc))
                 raise
             stream = Metered(
                 events,
@@ -313,14 +323,23 @@ class Gateway:
                 started=started,
                 clock=clock,
                 hold=held,
+                life=life,
+                tried=tried,
             )
             await stream.prime()
             return stream
 
         routed = await runner.run(request, attempt, price_of)
+        if life is not None:
+            provider = self._targets[routed.target].engine.info.engine
+            life.served(routed.target, provider, routed.spilled)
         return Generation(routed.value, routed.target, routed.spilled)
 
-    async def embed(self, model: ModelId, texts: Sequence[str]) -> Embedding:
+    async def embed(
+        self, model: ModelId, texts: Sequence[str], life: RequestLife | None = None
+    ) -> Embedding:
+        """Embed ``texts`` on the route's best target (``life`` as in :meth:`generate`; the
+        caller ends it)."""
         runner = self._runner(model)
         self._check_kind(model, runner.targets, "embedding")
         batch = list(texts)
@@ -331,11 +350,19 @@ class Gateway:
 
         async def attempt(target: Target, replica: Replica, held: Hold | None) -> EmbeddingResult:
             engine = cast(EmbeddingEngine, replica.engine)
+            tried = life.attempt(target.name, engine.info.engine) if life is not None else None
             replica.outstanding += 1
             try:
-                result = await engine.embed(batch)
+                with tried.trace if tried is not None else _nothing():
+                    result = await engine.embed(batch)
+            except BaseException as exc:
+                if tried is not None:
+                    tried.end(error_code(exc))
+                raise
             finally:
                 replica.outstanding -= 1
+            if tried is not None:
+                tried.end(None)
             price = target.options.price
             if held is not None and price is not None:
                 # Charged at most the bound that was reserved.
@@ -344,6 +371,9 @@ class Gateway:
             return result
 
         routed = await runner.run(None, attempt, price_of)
+        if life is not None:
+            provider = self._targets[routed.target].engine.info.engine
+            life.served(routed.target, provider, routed.spilled)
         return Embedding(routed.value, routed.target, routed.spilled)
 
     def _check_kind(self, model: str, targets: Sequence[Target], kind: ModelKind) -> None:
@@ -361,21 +391,5 @@ class Gateway:
         )
 
 
-def _state(target: Target) -> str:
-    if not target.loaded:
-        return "failed" if target.load_error is not None else "loading"
-    target.sync()
-    if target.dynamic is not None and not target.replicas:
-        return "ready"  # scaled to zero: the first request wakes it
-    if any(r.supervised is not None and not r.supervised.is_up() for r in target.replicas):
-        return "restarting"
-    up = any(r.available() for r in target.replicas)
-    return "ready" if up else "degraded"
-
-
-def _status(target: Target) -> str:
-    state = _state(target)
-    if state == "restarting":
-        worker = next(r.supervised for r in target.replicas if r.supervised is not None)
-        return f"restarting: the worker {worker.worker_state().last_exit}"
-    return f"failed: {target.load_error}" if state == "failed" else state
+def _nothing() -> contextlib.nullcontext[None]:
+    return contextlib.nullcontext()

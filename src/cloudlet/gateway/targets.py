@@ -175,3 +175,26 @@ class Target:
     def observe_ttft(self, seconds: float) -> None:
         old = self.ttft_s
         self.ttft_s = seconds if old is None else (1 - _TTFT_WEIGHT) * old + _TTFT_WEIGHT * seconds
+
+
+def target_state(target: Target) -> str:
+    """``loading``, ``failed``, ``restarting`` (a worker is coming back), ``ready`` or
+    ``degraded`` (loaded, every replica down)."""
+    if not target.loaded:
+        return "failed" if target.load_error is not None else "loading"
+    target.sync()
+    if target.dynamic is not None and not target.replicas:
+        return "ready"  # scaled to zero: the first request wakes it
+    if any(r.supervised is not None and not r.supervised.is_up() for r in target.replicas):
+        return "restarting"
+    up = any(r.available() for r in target.replicas)
+    return "ready" if up else "degraded"
+
+
+def target_status(target: Target) -> str:
+    """:func:`target_state`, with the reason of a failure or a restart."""
+    state = target_state(target)
+    if state == "restarting":
+        worker = next(r.supervised for r in target.replicas if r.supervised is not None)
+        return f"restarting: the worker {worker.worker_state().last_exit}"
+    return f"failed: {target.load_error}" if state == "failed" else state

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal, TextIO
 
-from sqlalchemy import ColumnElement, case, func, or_, select
+from sqlalchemy import ColumnElement, RowMapping, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cloudlet.ledger.tables import usage
@@ -55,6 +55,7 @@ CSV_FIELDS = (
     "status",
     "error",
     "cloud",
+    "client_request_id",
 )
 
 
@@ -210,6 +211,27 @@ async def spent_on(
     return Money.from_nanos(_nanos(total), currency).amount
 
 
+def _csv_values(row: RowMapping) -> dict[str, Any]:
+    values = {name: row[name] for name in CSV_FIELDS if name in row}
+    values["ts"] = row["ts"].isoformat()
+    values["cost"] = decimal_str(Money.from_nanos(row["cost_nanos"]).amount)
+    values["cloud_equivalent"] = decimal_str(Money.from_nanos(row["cloud_equivalent_nanos"]).amount)
+    return values
+
+
+async def rows_of_request(engine: AsyncEngine, request_id: str) -> list[dict[str, Any]]:
+    """The rows of a request, found by our id (the ledger's, unique) or by the client's own
+    ``x-request-id`` (clients may reuse theirs: then every request that used it)."""
+    query = (
+        select(usage)
+        .where(or_(usage.c.request_id == request_id, usage.c.client_request_id == request_id))
+        .order_by(usage.c.ts, usage.c.id)
+    )
+    async with engine.connect() as conn:
+        result = await conn.execute(query)
+        return [_csv_values(row) for row in result.mappings()]
+
+
 async def iter_rows(
     engine: AsyncEngine, *, since: datetime | None = None, chunk: int = 1000
 ) -> AsyncIterator[dict[str, Any]]:
@@ -220,13 +242,7 @@ async def iter_rows(
     async with engine.connect() as conn:
         result = await conn.stream(query.execution_options(yield_per=chunk))
         async for row in result.mappings():
-            values = {name: row[name] for name in CSV_FIELDS if name in row}
-            values["ts"] = row["ts"].isoformat()
-            values["cost"] = decimal_str(Money.from_nanos(row["cost_nanos"]).amount)
-            values["cloud_equivalent"] = decimal_str(
-                Money.from_nanos(row["cloud_equivalent_nanos"]).amount
-            )
-            yield values
+            yield _csv_values(row)
 
 
 async def write_rows_csv(engine: AsyncEngine, out: TextIO, *, since: datetime | None = None) -> int:

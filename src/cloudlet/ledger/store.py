@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import TextIO
+from typing import Any, TextIO
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -93,6 +93,10 @@ class Ledger:
         self, *, by: reports.GroupBy = "team", since: datetime | None = None
     ) -> list[reports.UsageGroup]:
         return await reports.usage_report(self.engine, by=by, since=since)
+
+    async def request_rows(self, request_id: str) -> list[dict[str, Any]]:
+        """The row(s) of a request, by its ``x-request-id`` (ours, or the client's own)."""
+        return await reports.rows_of_request(self.engine, request_id)
 
     async def write_csv(self, out: TextIO, *, since: datetime | None = None) -> int:
         return await reports.write_rows_csv(self.engine, out, since=since)

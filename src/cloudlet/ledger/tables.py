@@ -104,8 +104,11 @@ usage = Table(
     Column("error", String(64), nullable=True),
     # Ran on a `cloud: true` target; else on our own hardware (local or self-hosted remote).
     Column("cloud", Boolean, nullable=False, server_default=false()),
+    # The client's own x-request-id (echoed back; not unique: clients reuse ids).
+    Column("client_request_id", String(64), nullable=True),
     Index("ix_usage_ts", "ts"),
     Index("ix_usage_key_ts", "key_id", "ts"),
+    Index("ix_usage_client_request_id", "client_request_id"),
 )
 
 # Stored Responses API answers (`store: true`), so that `previous_response_id` can continue a

@@ -63,6 +63,7 @@ class UsageRow:
     status: Status
     error: str | None = None
     cloud: bool = False  # ran on a `cloud: true` target (else on our own hardware)
+    client_request_id: str | None = None  # the client's own x-request-id
 
     def values(self) -> Row:
         """The column values, in :data:`~cloudlet.ledger.inserts.COLUMNS` order, made to fit
@@ -88,6 +89,7 @@ class UsageRow:
             self.status,
             self.error[:64] if self.error else None,
             self.cloud,
+            self.client_request_id[:64] if self.client_request_id else None,
         )
 
     def as_values(self) -> dict[str, Any]:

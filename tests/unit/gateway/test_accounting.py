@@ -20,8 +20,9 @@ from cloudlet.counters.memory import MemoryCounters
 from cloudlet.domain import ChatMessage, EngineStats, GenerationRequest, TextDelta
 from cloudlet.errors import EngineUnavailable
 from cloudlet.gateway import Gateway
-from cloudlet.gateway.accounting import Accounting, new_request_id
+from cloudlet.gateway.accounting import Accounting
 from cloudlet.gateway.catalog import Catalog
+from cloudlet.gateway.life import new_request_id
 from cloudlet.gateway.pipeline import Pipeline
 from cloudlet.gateway.prices import STATS_TTL_S, Prices
 from cloudlet.gateway.tenancy import Tenancy

@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 
 from cloudlet.domain import ModelId
-from cloudlet.engines.openai_wire import prompt_token_bound
+from cloudlet.domain.tokens import prompt_token_bound
 from cloudlet.errors import BudgetExhausted, UpstreamError
 from cloudlet.gateway.pricing import Money
 from tests.unit.gateway.scripted import (

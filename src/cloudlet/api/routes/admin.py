@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from cloudlet.api.errors import ERROR_RESPONSES
 from cloudlet.api.routes.deps import bearer
-from cloudlet.errors import InvalidRequest, KeyNotFound, LedgerOff
+from cloudlet.errors import InvalidRequest, KeyNotFound, LedgerOff, RequestNotFound
 from cloudlet.gateway.tenancy import Tenancy
 from cloudlet.ledger.keys import Tenant
 from cloudlet.ledger.reports import parse_since
@@ -149,3 +149,14 @@ async def usage(
         "object": "list",
         "data": [g.as_json() for g in await ledger.report(by=by, since=start)],
     }
+
+
+@router.get("/requests/{request_id}", summary="A request's ledger row, by its x-request-id")
+async def request_row(request_id: str, ledger: LedgerDep) -> dict[str, Any]:
+    """The row of the request whose response carried ``x-request-id: request_id`` (the
+    client's own id finds every request that sent it). 404 when there is none: a row is
+    written within the ledger's flush interval of the request's end."""
+    rows = await ledger.request_rows(request_id)
+    if not rows:
+        raise RequestNotFound(f"no ledger row for request {request_id!r}", param="request_id")
+    return {"object": "list", "data": rows}

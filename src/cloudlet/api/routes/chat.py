@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from cloudlet.api import convert, sse
 from cloudlet.api.errors import ERROR_RESPONSES
 from cloudlet.api.routes.deps import (
+    ArrivalDep,
     PipelineDep,
     TokenDep,
     collect_all,
@@ -104,10 +105,10 @@ def tool_delta_out(event: ToolCallDelta) -> ToolCallDeltaOut:
     summary="Create a chat completion",
 )
 async def chat_completions(
-    body: ChatCompletionRequest, pipeline: PipelineDep, token: TokenDep
+    body: ChatCompletionRequest, pipeline: PipelineDep, token: TokenDep, arrival: ArrivalDep
 ) -> Any:
     request = convert.chat_request(body)
-    generation = await pipeline.generate(token, request)
+    generation = await pipeline.generate(token, request, arrival, stream=bool(body.stream))
     events, where = generation.events, where_headers(generation.target, generation.spilled)
     rid, created = new_id("chatcmpl"), now()
     if not body.stream:

@@ -12,7 +12,15 @@ from pydantic import BaseModel
 from cloudlet.api import convert, sse
 from cloudlet.api.errors import ERROR_RESPONSES
 from cloudlet.api.routes.chat import json_response, usage_out, where_headers
-from cloudlet.api.routes.deps import PipelineDep, TokenDep, collect_all, finish_reason, new_id, now
+from cloudlet.api.routes.deps import (
+    ArrivalDep,
+    PipelineDep,
+    TokenDep,
+    collect_all,
+    finish_reason,
+    new_id,
+    now,
+)
 from cloudlet.api.schemas import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest
 from cloudlet.domain import Finished, TextDelta, TokenLogprob
 
@@ -25,9 +33,13 @@ router = APIRouter()
     responses={**ERROR_RESPONSES, **sse.stream_response("text_completion")},
     summary="Create a text completion",
 )
-async def completions(body: CompletionRequest, pipeline: PipelineDep, token: TokenDep) -> Any:
+async def completions(
+    body: CompletionRequest, pipeline: PipelineDep, token: TokenDep, arrival: ArrivalDep
+) -> Any:
     request = convert.completion_request(body)
-    generation = await pipeline.generate(token, request)
+    generation = await pipeline.generate(
+        token, request, arrival, operation="text_completion", stream=bool(body.stream)
+    )
     events, where = generation.events, where_headers(generation.target, generation.spilled)
     rid, created = new_id("cmpl"), now()
     echo = (request.prompt or "") if body.echo else ""

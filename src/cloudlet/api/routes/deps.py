@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 
 from cloudlet.domain import Finished, GenerationEvent, TextDelta, TokenLogprob, ToolCall
 from cloudlet.gateway import Gateway
+from cloudlet.gateway.life import Arrival
 from cloudlet.gateway.pipeline import Pipeline
 
 
@@ -37,8 +38,16 @@ async def bearer(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
+async def _arrival(request: Request) -> Arrival:
+    """The request's id and arrival time (set by :class:`cloudlet.api.request_ids.RequestIds`;
+    an app mounted without it gets a fresh one)."""
+    arrival: Arrival | None = getattr(request.state, "arrival", None)
+    return arrival if arrival is not None else Arrival.now()
+
+
 PipelineDep = Annotated[Pipeline, Depends(_pipeline)]
 TokenDep = Annotated[str | None, Depends(bearer)]
+ArrivalDep = Annotated[Arrival, Depends(_arrival)]
 
 
 def new_id(prefix: str) -> str:

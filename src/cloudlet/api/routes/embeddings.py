@@ -10,7 +10,7 @@ from fastapi import APIRouter, Response
 
 from cloudlet.api.errors import ERROR_RESPONSES
 from cloudlet.api.routes.chat import where_headers
-from cloudlet.api.routes.deps import PipelineDep, TokenDep
+from cloudlet.api.routes.deps import ArrivalDep, PipelineDep, TokenDep
 from cloudlet.api.schemas import EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
 from cloudlet.domain import ModelId
 from cloudlet.errors import InvalidRequest
@@ -25,10 +25,14 @@ router = APIRouter()
     summary="Create embeddings",
 )
 async def embeddings(
-    body: EmbeddingRequest, pipeline: PipelineDep, token: TokenDep, response: Response
+    body: EmbeddingRequest,
+    pipeline: PipelineDep,
+    token: TokenDep,
+    response: Response,
+    arrival: ArrivalDep,
 ) -> EmbeddingResponse:
     texts = [body.input] if isinstance(body.input, str) else body.input
-    embedding = await pipeline.embed(token, ModelId(body.model), texts)
+    embedding = await pipeline.embed(token, ModelId(body.model), texts, arrival)
     result = embedding.result
     response.headers.update(where_headers(embedding.target, embedding.spilled))
     vectors = result.vectors

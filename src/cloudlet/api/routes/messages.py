@@ -26,9 +26,9 @@ from cloudlet.api.anthropic_schemas import (
 )
 from cloudlet.api.errors import ERROR_RESPONSES, anthropic_error_body
 from cloudlet.api.routes.chat import json_response, where_headers
-from cloudlet.api.routes.deps import PipelineDep, TokenDep, collect_all, new_id
+from cloudlet.api.routes.deps import ArrivalDep, PipelineDep, TokenDep, collect_all, new_id
 from cloudlet.domain import Finished, GenerationEvent, TextDelta
-from cloudlet.engines.openai_wire import estimate_prompt_tokens, estimate_tokens
+from cloudlet.domain.tokens import estimate_prompt_tokens, estimate_tokens
 from cloudlet.errors import CloudletError
 
 router = APIRouter()
@@ -44,9 +44,11 @@ def _id() -> str:
     responses={**ERROR_RESPONSES, **sse.stream_response("Anthropic message")},
     summary="Create a message (Anthropic Messages API)",
 )
-async def messages(body: MessagesRequest, pipeline: PipelineDep, token: TokenDep) -> Any:
+async def messages(
+    body: MessagesRequest, pipeline: PipelineDep, token: TokenDep, arrival: ArrivalDep
+) -> Any:
     request = convert.generation_request(body)
-    generation = await pipeline.generate(token, request)
+    generation = await pipeline.generate(token, request, arrival, stream=bool(body.stream))
     where = where_headers(generation.target, generation.spilled)
     mid = _id()
     if not body.stream:

@@ -28,7 +28,7 @@ from cloudlet.api.responses_schemas import (
     ResponseUsage,
 )
 from cloudlet.api.routes.chat import json_response, where_headers
-from cloudlet.api.routes.deps import PipelineDep, TokenDep, collect_all
+from cloudlet.api.routes.deps import ArrivalDep, PipelineDep, TokenDep, collect_all
 from cloudlet.domain import ChatMessage, Finished, GenerationEvent, TextDelta, ToolCall
 from cloudlet.errors import CloudletError, InvalidRequest, ResponseNotFound
 from cloudlet.ledger.keys import Tenant
@@ -50,7 +50,11 @@ def _store(request: Request) -> ResponseStore | None:
     summary="Create a model response (OpenAI Responses API)",
 )
 async def create_response(
-    body: ResponsesRequest, raw: Request, pipeline: PipelineDep, token: TokenDep
+    body: ResponsesRequest,
+    raw: Request,
+    pipeline: PipelineDep,
+    token: TokenDep,
+    arrival: ArrivalDep,
 ) -> Any:
     store = _store(raw)
     tenant = await pipeline.tenant(token)
@@ -66,7 +70,7 @@ async def create_response(
             raise ResponseNotFound(body.previous_response_id)
         history = convert.from_json(stored.conversation)
     request, conversation = convert.generation_request(body, history)
-    generation = await pipeline.generate(token, request)
+    generation = await pipeline.generate(token, request, arrival, stream=bool(body.stream))
     where = where_headers(generation.target, generation.spilled)
     snapshot = _snapshot(body)
 
