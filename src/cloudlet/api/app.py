@@ -159,7 +159,9 @@ def create_app(
         app.include_router(module.router)
     if accounts:
         app.include_router(admin.router)
-        install_ui(app, LiveFeed(currency=spec.currency), admin_key=admin_key)  # /ui
+        live = LiveFeed(currency=spec.currency)  # the dashboard's feed: every record, in memory
+        recorder.sinks.add(live)
+        install_ui(app, live, admin_key=admin_key)  # /ui
     app.include_router(metrics_router)
     app.add_middleware(CancelOnDisconnect, paths=GENERATION_PATHS)
     app.add_middleware(BodyLimit, max_bytes=spec.server.max_body_bytes)

@@ -162,6 +162,7 @@ class LiveFeed:
         self._cloud: dict[tuple[str | None, str], _Window] = {}
         self._all = _Window(self._size)
         self._totals: dict[str, Tally] = {}  # by served model, since the start
+        self._asked: dict[str, int] = {}  # requests by requested name, since the start
 
     # --- the sink --------------------------------------------------------------------------
 
@@ -175,6 +176,7 @@ class LiveFeed:
         if total is None:
             total = self._totals[served] = Tally()
         total.add(record, money)
+        self._asked[record.model] = self._asked.get(record.model, 0) + 1
         self._all.at(start).tally.add(record, money)
         window = self._served.get(served)
         if window is None:
@@ -205,6 +207,10 @@ class LiveFeed:
     def totals(self) -> dict[str, Tally]:
         """Per served model, since the process started (copies)."""
         return {name: _copy(t) for name, t in sorted(self._totals.items())}
+
+    def asked(self) -> dict[str, int]:
+        """Requests per requested model or route, since the process started."""
+        return dict(self._asked)
 
     def total(self) -> Tally:
         out = Tally()

@@ -6,6 +6,7 @@ Chromium against a real server; these check the rules and the numbers quickly.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -258,3 +259,27 @@ def test_static_files_are_served(open_client: TestClient) -> None:
         assert open_client.get(f"/ui/static/{path}").status_code == 200, path
     assert open_client.get("/ui/static/../templates/base.html").status_code == 404
     assert "/ui" not in str(open_client.get("/openapi.json").json()["paths"])
+
+
+def test_requests_through_the_api_reach_every_view(open_client: TestClient) -> None:
+    body = {"model": "local", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    ids = []
+    for _ in range(3):
+        response = open_client.post("/v1/chat/completions", json=body)
+        assert response.status_code == 200, response.text
+        ids.append(response.headers["x-request-id"])
+    refused = open_client.post("/v1/chat/completions", json={**body, "model": "nope"})
+    assert refused.status_code == 404
+    rows = open_client.get("/ui/part/requests").text
+    for request_id in [*ids, refused.headers["x-request-id"]]:
+        assert f'data-request-id="{request_id}"' in rows
+    assert "refused" in rows
+    table = open_client.get("/ui/part/traffic").text
+    local_row = table.split('<tr data-model="local">')[1].split("</tr>")[0]
+    assert '<td class="num requests">3</td>' in local_row
+    deadline = time.monotonic() + 10  # the ledger writes its rows in batches, off the path
+    while '<tr data-group="local">' not in (usage := open_client.get("/ui/usage?since=1h").text):
+        assert time.monotonic() < deadline, "no usage row for open mode's team"
+        time.sleep(0.05)
+    team_row = usage.split('<tr data-group="local">')[1].split("</tr>")[0]
+    assert '<td class="num requests">4</td>' in team_row  # the refused one has its row too

@@ -52,6 +52,7 @@ def test_totals_split_local_and_cloud_cost_and_savings() -> None:
     assert totals["local"].requests == 2
     assert totals["cloud"].cloud_cost == Decimal("0.010")
     assert totals["chat"].refused == 1
+    assert feed.asked() == {"chat": 4}
 
 
 def test_other_currencies_count_as_requests_but_add_no_money() -> None:

@@ -36,7 +36,7 @@ class ModelRow:
     license: str
     targets: tuple[str, ...]
     price: str
-    requests: int  # since the process started
+    requests: int  # since the process started: served (a model), asked for (a route)
 
 
 def models(spec: Spec, gateway: Gateway, catalog: Catalog, feed: LiveFeed) -> list[ModelRow]:
@@ -44,6 +44,7 @@ def models(spec: Spec, gateway: Gateway, catalog: Catalog, feed: LiveFeed) -> li
     status = gateway.status()
     by_name = {m.name: m for m in spec.models}
     totals = feed.totals()
+    asked = feed.asked()
     rows: list[ModelRow] = []
     for info in gateway.models():
         name = str(info.id)
@@ -71,7 +72,9 @@ def models(spec: Spec, gateway: Gateway, catalog: Catalog, feed: LiveFeed) -> li
                 license=str(summary.get("license") or "—"),
                 targets=tuple(gateway.targets_of(name)) if route else (),
                 price=price,
-                requests=(totals[name].requests if name in totals else 0),
+                requests=asked.get(name, 0)
+                if route
+                else (totals[name].requests if name in totals else 0),
             )
         )
     return rows
@@ -120,7 +123,8 @@ def traffic_charts(gateway: Gateway, feed: LiveFeed, now: float) -> Json:
         "charts": {
             "requests_per_s": _series(traffic["requests_per_s"]),
             "tokens_per_s": _series(traffic["tokens_per_s"]),
-            "ttft_s": _series(Series(traffic["ttft_p50_s"].times, ttft)),
+            # Buckets without a first token are gaps: points show the lone values.
+            "ttft_s": {**_series(Series(traffic["ttft_p50_s"].times, ttft)), "points": True},
             # One point per read; the page keeps the ones it has seen (see dashboard.js).
             "queue_depth": {
                 "times": [now],
@@ -204,14 +208,19 @@ def spill_rows(spec: Spec, feed: LiveFeed) -> list[ModelWindow]:
 
 async def cost_charts(spec: Spec, gateway: Gateway, feed: LiveFeed, now: float) -> Json:
     costs = feed.costs(now)
-    cumulative = {name: _cumulative(values) for name, values in costs.values.items()}
+    cumulative = {
+        name.replace("_", "-"): _cumulative(values) for name, values in costs.values.items()
+    }
     rows = await budgets(spec, gateway, feed, now)
     return {
         "now": now,
         "bucket_s": feed.bucket_s,
         "charts": {
             "cost": _series(Series(costs.times, cumulative)),
-            "spill_share": _series(feed.spill_shares([r.name for r in spec.routes], now)),
+            "spill_share": {
+                **_series(feed.spill_shares([r.name for r in spec.routes], now)),
+                "points": True,
+            },
             "budget_remaining": _series(
                 Series(costs.times, {b.route: [float(v) for v in b.remaining] for b in rows})
             ),
@@ -250,7 +259,7 @@ def _bars(groups: list[UsageGroup], label: Any) -> Json:
         "labels": [f"{label(g)} ({g.cost.currency})" for g in groups],
         "series": {
             "cost": [float(g.cost.amount) for g in groups],
-            "cloud equivalent": [float(g.cloud_equivalent.amount) for g in groups],
+            "cloud-equivalent": [float(g.cloud_equivalent.amount) for g in groups],
         },
         "bars": True,
     }

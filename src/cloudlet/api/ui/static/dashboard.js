@@ -12,6 +12,17 @@
   var plots = new Map(); // element -> {plot, key}
   var history = new Map(); // element -> {times: [], series: {}}
 
+  // Money is often fractions of a cent: keep significant digits instead of fixed decimals.
+  function tick(v) {
+    if (v === 0) return "0";
+    if (Math.abs(v) >= 1000) return v.toLocaleString("en-US", { maximumFractionDigits: 0 });
+    return String(Number(v.toPrecision(3)));
+  }
+
+  function valueOf(u, v) {
+    return v === null || v === undefined ? "--" : String(Number(v.toPrecision(4)));
+  }
+
   function accumulate(el, chart) {
     var h = history.get(el) || { times: [], series: {} };
     var n = h.times.length;
@@ -33,7 +44,8 @@
     var bars = !!chart.bars;
     var labels = chart.labels || [];
     var series = [{}].concat(names.map(function (name, i) {
-      var s = { label: name, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: false };
+      var s = { label: name, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: false, value: valueOf };
+      if (chart.points) s.points = { show: true, size: 6, fill: COLORS[i % COLORS.length] };
       if (bars) {
         s.fill = COLORS[i % COLORS.length];
         s.paths = uPlot.paths.bars({ size: [0.35, 80], align: i % 2 ? 1 : -1 });
@@ -48,7 +60,7 @@
       legend: { show: true },
       cursor: { drag: { x: false, y: false } },
       scales: { x: { time: !bars }, y: { range: function (u, min, max) { return [Math.min(0, min), max > 0 ? max * 1.1 : 1]; } } },
-      axes: [{}, { size: 60 }],
+      axes: [{}, { size: 70, values: function (u, splits) { return splits.map(tick); } }],
     };
     if (bars) {
       opts.scales.x.range = function () { return [-0.5, Math.max(labels.length, 1) - 0.5]; };
