@@ -19,7 +19,7 @@ from cloudlet.api.ui.session import COOKIE
 from cloudlet.config import Spec, load_spec
 from cloudlet.observe.live import LiveFeed
 from tests.fakes import FakeChatEngine
-from tests.unit.observe.records import rec
+from tests.unit.observe.live_records import rec
 
 ADMIN = "admin-secret-for-ui-tests"
 PAGES = ("/ui", "/ui/traffic", "/ui/cost", "/ui/usage", "/ui/requests")

@@ -9,7 +9,7 @@ import pytest
 
 from cloudlet.observe.live import LiveFeed, percentile
 
-from .records import T0, rec
+from .live_records import T0, rec
 
 
 class Clock:
