@@ -45,7 +45,6 @@ from cloudlet.gateway.pipeline import Pipeline
 from cloudlet.gateway.prices import Prices
 from cloudlet.gateway.tenancy import Tenancy
 from cloudlet.ledger.store import Ledger
-from cloudlet.observe.live import LiveFeed
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +158,7 @@ def create_app(
         app.include_router(module.router)
     if accounts:
         app.include_router(admin.router)
-        live = LiveFeed(currency=spec.currency)  # the dashboard's feed: every record, in memory
-        recorder.sinks.add(live)
-        install_ui(app, live, admin_key=admin_key)  # /ui
+        install_ui(app, recorder, admin_key=admin_key)  # /ui, fed by every record
     app.include_router(metrics_router)
     app.add_middleware(CancelOnDisconnect, paths=GENERATION_PATHS)
     app.add_middleware(BodyLimit, max_bytes=spec.server.max_body_bytes)

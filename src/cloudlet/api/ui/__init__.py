@@ -20,17 +20,21 @@ from starlette.staticfiles import StaticFiles
 from cloudlet.api.ui import auth, pages
 from cloudlet.api.ui.session import Sessions
 from cloudlet.api.ui.templating import STATIC
+from cloudlet.gateway.life import Recorder
 from cloudlet.observe.live import LiveFeed
 
 __all__ = ["install_ui"]
 
 
-def install_ui(app: FastAPI, feed: LiveFeed, *, admin_key: str | None) -> None:
-    """Serve the dashboard from ``app``, reading ``feed`` (which the caller makes a sink of
-    the app's recorder); ``admin_key`` is ``CLOUDLET_ADMIN_KEY`` (None: only open mode can
-    see it)."""
+def install_ui(app: FastAPI, recorder: Recorder, *, admin_key: str | None) -> LiveFeed:
+    """Serve the dashboard from ``app``: its live feed becomes a sink of ``recorder`` (every
+    request's record reaches it) and ``app.state.live``. ``admin_key`` is
+    ``CLOUDLET_ADMIN_KEY`` (None: only open mode can see the dashboard)."""
+    feed = LiveFeed(currency=recorder.currency)
+    recorder.sinks.add(feed)
     app.state.live = feed
     app.state.ui_sessions = Sessions(admin_key)
     app.include_router(auth.router)
     app.include_router(pages.router)
     app.mount("/ui/static", StaticFiles(directory=STATIC, follow_symlink=False), name="ui-static")
+    return feed
