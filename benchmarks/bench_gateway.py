@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import itertools
 import json
 import os
 import platform
@@ -99,14 +100,14 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 300)
 @contextlib.contextmanager
 def running(
     args: list[str], ready_url: str, log: Path, env: dict[str, str] | None = None
-) -> Iterator[None]:
+) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
         process = subprocess.Popen(
             args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
         try:
             wait_ready(ready_url, process)
-            yield
+            yield process
         finally:
             process.terminate()
             try:
@@ -222,10 +223,16 @@ def wrk(
     )
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def tenant_key(chat_url: str) -> str:
     """A team's API key with limits high enough never to refuse, made through the admin API."""
     admin = chat_url.replace("/v1/chat/completions", "/admin/keys")
-    limits = {"team": "bench", "rpm": 10**9, "tpm": 10**12, "budget": "1000000"}
+    limits = {"team": "bench", "rpm": 2 * 10**9, "tpm": 2 * 10**9, "budget": "1000000"}  # < 2^31
     r = httpx.post(admin, json=limits, headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
     r.raise_for_status()
     return str(r.json()["key"])
@@ -260,6 +267,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (median)")
     parser.add_argument("--litellm-venv", type=Path, default=Path("/tmp/litellm-venv"))
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument(
+        "--baseline-rev",
+        default=None,
+        help="also run cloudlet at this git revision (a worktree), side by side: before/after",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -281,7 +293,24 @@ def main() -> None:
         env = {"BENCH_KEY": "sk-upstream", "COLUMNS": "200", "XDG_DATA_HOME": str(tmp / "data")}
         # "cloudlet": routing only (storage.ledger: off); "cloudlet+keys": the same with an API
         # key checked, its limits reserved and settled, and a ledger row (SQLite) per request.
-        for side, storage in (("cloudlet", "off"), ("cloudlet+keys", "null")):
+        pids: dict[str, subprocess.Popen[bytes]] = {}  # cloudlet sides: their CPU is measured
+        trees: dict[str, Path | None] = {"": None}
+        if args.baseline_rev is not None:
+            base = tmp / "baseline"
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(base),
+                 args.baseline_rev], check=True,
+            )  # fmt: skip
+            stack.callback(
+                subprocess.run,
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)],
+                check=False,
+            )
+            trees[f"@{args.baseline_rev}"] = base
+        for (side, storage), (suffix, tree) in itertools.product(
+            (("cloudlet", "off"), ("cloudlet+keys", "null")), trees.items()
+        ):
+            side += suffix
             port = free_port()
             spec = tmp / f"{side}.yaml"
             spec.write_text(
@@ -289,17 +318,21 @@ def main() -> None:
             )
             command = [sys.executable, "-m", "cloudlet", "serve", "--config", str(spec)]
             command += ["--port", str(port)]
-            stack.enter_context(
+            pids[side] = stack.enter_context(
                 running(
                     command,
                     f"http://127.0.0.1:{port}/ready",
                     tmp / f"{side}.log",
-                    {**env, "CLOUDLET_ADMIN_KEY": KEY},
+                    # each side its own default ledger (a revision may not know another's schema)
+                    {**env, "CLOUDLET_ADMIN_KEY": KEY, "XDG_DATA_HOME": str(tmp / side / "data")}
+                    | ({"PYTHONPATH": str(tree / "src")} if tree is not None else {}),
                 )
             )
             sides[side] = f"http://127.0.0.1:{port}/v1/chat/completions"
         keys = {side: KEY for side in sides}
-        keys["cloudlet+keys"] = tenant_key(sides["cloudlet+keys"])
+        for side in sides:
+            if side.startswith("cloudlet+keys"):
+                keys[side] = tenant_key(sides[side])
 
         version = ""
         if not args.no_litellm:
@@ -336,23 +369,30 @@ def main() -> None:
             wrk(url, 8, 2, tmp, keys.get(side, KEY))  # warm-up
         p50s: dict[str, list[float]] = {s: [] for s in sides}
         rps: dict[str, list[float]] = {s: [] for s in sides}
+        cpu: dict[str, list[float]] = {s: [] for s in pids}
         for round_ in range(args.rounds):
             for side, url in sides.items():
                 key = keys.get(side, KEY)
                 p50, _, bad1 = wrk(url, 1, args.duration, tmp, key)
+                before = cpu_seconds(pids[side].pid) if side in pids else 0.0
                 _, r, bad32 = wrk(url, 32, args.duration, tmp, key)
                 if bad1 or bad32:
                     raise RuntimeError(f"{side}: {bad1 + bad32} failed requests")
                 p50s[side].append(p50)
                 rps[side].append(r)
+                if side in pids:  # the server's own CPU per request: robust to other load
+                    used = cpu_seconds(pids[side].pid) - before
+                    cpu[side].append(used / (r * args.duration) * 1e6)
                 print(
-                    f"round {round_ + 1} {side:9s} p50@1 {p50:7.2f} ms   {r:8.0f} req/s @32",
+                    f"round {round_ + 1} {side:9s} p50@1 {p50:7.2f} ms   {r:8.0f} req/s @32"
+                    + (f"   {cpu[side][-1]:6.0f} us CPU/request" if side in pids else ""),
                     flush=True,
                 )
 
     med_p50 = {s: statistics.median(v) for s, v in p50s.items()}
     med_rps = {s: statistics.median(v) for s, v in rps.items()}
-    section = report(args, med_p50, med_rps, version, rps)
+    med_cpu = {s: statistics.median(v) for s, v in cpu.items()}
+    section = report(args, med_p50, med_rps, version, rps, med_cpu)
     write_section(args.out, section)
     print(section)
 
@@ -363,6 +403,7 @@ def report(
     rps: dict[str, float],
     version: str,
     rounds: dict[str, list[float]],
+    cpu: dict[str, float],
 ) -> str:
     upstream_kind = (
         "nginx 1 worker"
@@ -370,12 +411,14 @@ def report(
         else "Python fake"
     )
     rows = [
-        "| path | p50 @ 1 client | added p50 | requests/s @ 32 clients |",
-        "|---|---:|---:|---:|",
+        "| path | p50 @ 1 client | added p50 | requests/s @ 32 clients | server CPU / request |",
+        "|---|---:|---:|---:|---:|",
     ]
     for side in p50:
         added = "" if side == "direct" else f"+{p50[side] - p50['direct']:.2f} ms"
-        rows.append(f"| {side} | {p50[side]:.2f} ms | {added} | {rps[side]:.0f} |")
+        used = f"{cpu[side]:.0f} us" if side in cpu else ""
+        rows.append(f"| {side} | {p50[side]:.2f} ms | {added} | {rps[side]:.0f} | {used} |")
+    baseline = args.baseline_rev
     added = p50["cloudlet"] - p50["direct"]
     lines = [
         SECTION,
@@ -400,6 +443,15 @@ def report(
             f"without them (target: within 20 %: {'met' if slower <= 0.20 else 'not met'}); "
             f"p50 at 1 client {p50['cloudlet+keys']:.2f} ms against {p50['cloudlet']:.2f} ms."
         )
+    if baseline is not None:
+        for side in ("cloudlet", "cloudlet+keys"):
+            before = f"{side}@{baseline}"
+            lines.append(
+                f"- {side} against itself at {baseline} (before): added p50 "
+                f"{p50[side] - p50['direct']:+.2f} ms vs {p50[before] - p50['direct']:+.2f} ms; "
+                f"requests/s at 32 clients {rps[side] / rps[before]:.2f}x; server CPU per "
+                f"request {cpu[side]:.0f} us vs {cpu[before]:.0f} us."
+            )
     if "litellm" in rps:
         ratio = rps["cloudlet"] / rps["litellm"]
         per_round = [c / w for c, w in zip(rounds["cloudlet"], rounds["litellm"], strict=True)]

@@ -140,6 +140,10 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,  # FastAPI's pages load from a CDN: see cloudlet.api.docs
         redoc_url=None,
+        # FastAPI's own OpenTelemetry hooks look up the global providers on every request once
+        # opentelemetry is installed; cloudlet traces requests itself (GenAI conventions, its
+        # own provider): see cloudlet.observe.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_docs(app)
     drain = DrainState()
