@@ -198,6 +198,10 @@ class LiveFeed:
 
     # --- reading ---------------------------------------------------------------------------
 
+    def now(self) -> float:
+        """The feed's clock (seconds since the epoch): windows are read as of it."""
+        return self._clock()
+
     def recent(self, limit: int | None = None) -> list[RequestRecord]:
         """The last requests, newest first."""
         records = list(self._recent)

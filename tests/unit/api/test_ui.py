@@ -19,7 +19,7 @@ from cloudlet.api.ui.session import COOKIE
 from cloudlet.config import Spec, load_spec
 from cloudlet.observe.live import LiveFeed
 from tests.fakes import FakeChatEngine
-from tests.unit.observe.live_records import rec
+from tests.unit.observe.live_records import T0, rec
 
 ADMIN = "admin-secret-for-ui-tests"
 PAGES = ("/ui", "/ui/traffic", "/ui/cost", "/ui/usage", "/ui/requests")
@@ -210,7 +210,8 @@ def test_models_view_lists_models_routes_and_openness(open_client: TestClient) -
 
 
 def test_views_show_recorded_requests(open_client: TestClient) -> None:
-    live = feed(open_client)
+    live = LiveFeed(clock=lambda: T0 + 600)  # every record in one bucket, read as of then
+    open_client.app.state.live = live  # type: ignore[attr-defined]
     live.record(rec("req-local-1", cost="0.001", equivalent="0.004"))
     live.record(rec("req-local-2", cost="0.001", equivalent="0.004"))
     live.record(

@@ -7,7 +7,6 @@ htmx) and ``/ui/data/...`` (JSON, by dashboard.js into uPlot charts) every few s
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -100,7 +99,7 @@ async def traffic_part(request: Request) -> Response:
 @router.get("/data/traffic", dependencies=NEEDS_LOGIN)
 async def traffic_data(request: Request) -> Response:
     _, gateway, feed = _state(request)
-    return _json(views.traffic_charts(gateway, feed, time.time()))
+    return _json(views.traffic_charts(gateway, feed, feed.now()))
 
 
 # --- Cost -----------------------------------------------------------------------------------
@@ -112,7 +111,7 @@ async def _cost_context(request: Request) -> dict[str, Any]:
         "total": feed.total(),
         "window": feed.window(),
         "spills": views.spill_rows(spec, feed),
-        "budgets": await views.budgets(spec, gateway, feed, time.time()),
+        "budgets": await views.budgets(spec, gateway, feed, feed.now()),
         "currency": spec.currency,
         "feed": feed,
     }
@@ -133,7 +132,7 @@ async def cost_part(request: Request) -> Response:
 @router.get("/data/cost", dependencies=NEEDS_LOGIN)
 async def cost_data(request: Request) -> Response:
     spec, gateway, feed = _state(request)
-    return _json(await views.cost_charts(spec, gateway, feed, time.time()))
+    return _json(await views.cost_charts(spec, gateway, feed, feed.now()))
 
 
 # --- Usage (from the ledger) ----------------------------------------------------------------
