@@ -32,6 +32,7 @@ from cloudlet.api.routes import (
     tokenize,
 )
 from cloudlet.api.schemas import ErrorResponse
+from cloudlet.api.ui import install_ui
 from cloudlet.config import Spec
 from cloudlet.config.storage import StorageSpec, mask_url
 from cloudlet.counters.base import Counters
@@ -162,6 +163,7 @@ def create_app(
         app.include_router(module.router)
     if accounts:
         app.include_router(admin.router)
+        install_ui(app, recorder, admin_key=admin_key)  # /ui, fed by every record
     app.include_router(metrics_router)
     app.add_middleware(CancelOnDisconnect, paths=GENERATION_PATHS)
     app.add_middleware(BodyLimit, max_bytes=spec.server.max_body_bytes)

@@ -1,0 +1,1 @@
+"""Observability: the sinks that every request's record feeds, and the tracer."""
