@@ -8,6 +8,12 @@ fake upstream of the tests when nginx is not installed. Load comes from ``wrk`` 
 so the load generator takes as little of the machine as possible: p50 latency with 1 client
 and requests/s with 32 clients, per side, sides interleaved round by round.
 
+"cloudlet+tracing" is the "cloudlet" side with OpenTelemetry tracing configured the standard
+way (``OTEL_EXPORTER_OTLP_ENDPOINT``), exporting every request's spans to a local OTLP/HTTP
+receiver (a location of the same nginx, which answers 200 and logs each export; or
+tests/otlp_receiver.py without nginx): its requests/s against the "cloudlet" side's is the cost
+of tracing (target: at most 10 % fewer).
+
     python benchmarks/bench_gateway.py [--duration 10] [--rounds 2] [--no-litellm]
 
 LiteLLM is installed, when missing, into its own venv (--litellm-venv, /tmp/litellm-venv).
@@ -19,7 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import itertools
 import json
 import os
 import platform
@@ -102,8 +107,10 @@ def running(
     args: list[str], ready_url: str, log: Path, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
+        # Tracing is on only where a side asks for it (OTEL_* of this shell is not passed on).
+        base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
         process = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+            args, stdout=out, stderr=subprocess.STDOUT, env={**base, **(env or {})}
         )
         try:
             wait_ready(ready_url, process)
@@ -122,8 +129,9 @@ def _nginx_string(text: str) -> str:
 
 
 @contextlib.contextmanager
-def upstream(tmp: Path) -> Iterator[tuple[str, str]]:
-    """(JSON base URL, SSE base URL) of a fast fixed-answer upstream."""
+def upstream(tmp: Path) -> Iterator[tuple[str, str, str]]:
+    """(JSON base URL, SSE base URL) of a fast fixed-answer upstream, and the base URL of an
+    OTLP/HTTP trace receiver (``POST /v1/traces``)."""
     port = free_port()
     nginx = shutil.which("nginx") or (
         "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
@@ -131,8 +139,13 @@ def upstream(tmp: Path) -> Iterator[tuple[str, str]]:
     if nginx is None:
         args = [sys.executable, str(ROOT / "tests" / "fakes_upstream.py"), "--port", str(port)]
         base = f"http://127.0.0.1:{port}/v1"
-        with running(args, base + "/models", tmp / "upstream.log"):
-            yield base, base
+        rport = free_port()
+        receiver = [sys.executable, str(ROOT / "tests" / "otlp_receiver.py"), "--port", str(rport)]
+        with (
+            running(args, base + "/models", tmp / "upstream.log"),
+            running(receiver, f"http://127.0.0.1:{rport}/", tmp / "receiver.log"),
+        ):
+            yield base, base, f"http://127.0.0.1:{rport}"
         return
     models = json.dumps({"object": "list", "data": [{"id": "bench-model", "object": "model"}]})
     conf = tmp / "nginx.conf"
@@ -157,6 +170,10 @@ http {{
             default_type text/event-stream; return 200 {_nginx_string(sse_completion())};
         }}
         location ~ /models$ {{ default_type application/json; return 200 {_nginx_string(models)}; }}
+        location = /v1/traces {{
+            access_log {tmp}/otlp-exports.log;
+            default_type application/x-protobuf; return 200 "";
+        }}
     }}
 }}
 """
@@ -165,7 +182,7 @@ http {{
     with running(
         [nginx, "-c", str(conf), "-p", str(tmp)], base + "/v1/models", tmp / "upstream.log"
     ):
-        yield base + "/v1", base + "/sse/v1"
+        yield base + "/v1", base + "/sse/v1", base
 
 
 def ensure_litellm(venv: Path) -> Path:
@@ -244,6 +261,17 @@ def check(url: str, key: str = KEY) -> None:
     assert r.json()["choices"][0]["message"]["content"] == "Hello there!", r.text
 
 
+def trace_exports(tmp: Path, receiver: str) -> int:
+    """How many OTLP export requests the receiver answered (nginx logs each one; the Python
+    receiver is asked)."""
+    log = tmp / "otlp-exports.log"
+    if log.exists():
+        return sum(1 for line in log.read_text().splitlines() if "POST /v1/traces" in line)
+    r = httpx.get(receiver + "/exports", timeout=10)
+    r.raise_for_status()
+    return int(r.text)
+
+
 def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
@@ -282,7 +310,7 @@ def main() -> None:
         contextlib.ExitStack() as stack,
     ):
         tmp = Path(name)
-        json_base, sse_base = stack.enter_context(upstream(tmp))
+        json_base, sse_base, receiver = stack.enter_context(upstream(tmp))
         sides = {"direct": json_base + "/chat/completions"}
 
         models = (
@@ -292,7 +320,9 @@ def main() -> None:
         )
         env = {"BENCH_KEY": "sk-upstream", "COLUMNS": "200", "XDG_DATA_HOME": str(tmp / "data")}
         # "cloudlet": routing only (storage.ledger: off); "cloudlet+keys": the same with an API
-        # key checked, its limits reserved and settled, and a ledger row (SQLite) per request.
+        # key checked, its limits reserved and settled, and a ledger row (SQLite) per request;
+        # "cloudlet+tracing": routing only, every request's spans exported to the receiver.
+        tracing = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver, "OTEL_SERVICE_NAME": "cloudlet-bench"}
         pids: dict[str, subprocess.Popen[bytes]] = {}  # cloudlet sides: their CPU is measured
         trees: dict[str, Path | None] = {"": None}
         if args.baseline_rev is not None:
@@ -307,10 +337,17 @@ def main() -> None:
                 check=False,
             )
             trees[f"@{args.baseline_rev}"] = base
-        for (side, storage), (suffix, tree) in itertools.product(
-            (("cloudlet", "off"), ("cloudlet+keys", "null")), trees.items()
-        ):
-            side += suffix
+        configs = [
+            (side + suffix, storage, extra, tree)
+            for side, storage, extra in (
+                ("cloudlet", "off", {}),
+                ("cloudlet+keys", "null", {}),
+                ("cloudlet+tracing", "off", tracing),
+            )
+            for suffix, tree in trees.items()
+            if tree is None or not extra  # the baseline: routing and keys, not tracing
+        ]
+        for side, storage, extra, tree in configs:
             port = free_port()
             spec = tmp / f"{side}.yaml"
             spec.write_text(
@@ -325,6 +362,7 @@ def main() -> None:
                     tmp / f"{side}.log",
                     # each side its own default ledger (a revision may not know another's schema)
                     {**env, "CLOUDLET_ADMIN_KEY": KEY, "XDG_DATA_HOME": str(tmp / side / "data")}
+                    | extra
                     | ({"PYTHONPATH": str(tree / "src")} if tree is not None else {}),
                 )
             )
@@ -384,15 +422,19 @@ def main() -> None:
                     used = cpu_seconds(pids[side].pid) - before
                     cpu[side].append(used / (r * args.duration) * 1e6)
                 print(
-                    f"round {round_ + 1} {side:9s} p50@1 {p50:7.2f} ms   {r:8.0f} req/s @32"
+                    f"round {round_ + 1} {side:16s} p50@1 {p50:7.2f} ms   {r:8.0f} req/s @32"
                     + (f"   {cpu[side][-1]:6.0f} us CPU/request" if side in pids else ""),
                     flush=True,
                 )
+        exports = trace_exports(tmp, receiver)
+        dropped = (tmp / "cloudlet+tracing.log").read_text(errors="replace").count("dropped")
 
+    if exports == 0:
+        raise RuntimeError("cloudlet+tracing exported no spans: the tracing side measured nothing")
     med_p50 = {s: statistics.median(v) for s, v in p50s.items()}
     med_rps = {s: statistics.median(v) for s, v in rps.items()}
     med_cpu = {s: statistics.median(v) for s, v in cpu.items()}
-    section = report(args, med_p50, med_rps, version, rps, med_cpu)
+    section = report(args, med_p50, med_rps, version, rps, med_cpu, (exports, dropped))
     write_section(args.out, section)
     print(section)
 
@@ -404,6 +446,7 @@ def report(
     version: str,
     rounds: dict[str, list[float]],
     cpu: dict[str, float],
+    traced: tuple[int, int] = (0, 0),
 ) -> str:
     upstream_kind = (
         "nginx 1 worker"
@@ -415,9 +458,9 @@ def report(
         "|---|---:|---:|---:|---:|",
     ]
     for side in p50:
-        added = "" if side == "direct" else f"+{p50[side] - p50['direct']:.2f} ms"
+        extra = "" if side == "direct" else f"+{p50[side] - p50['direct']:.2f} ms"
         used = f"{cpu[side]:.0f} us" if side in cpu else ""
-        rows.append(f"| {side} | {p50[side]:.2f} ms | {added} | {rps[side]:.0f} | {used} |")
+        rows.append(f"| {side} | {p50[side]:.2f} ms | {extra} | {rps[side]:.0f} | {used} |")
     baseline = args.baseline_rev
     added = p50["cloudlet"] - p50["direct"]
     lines = [
@@ -452,6 +495,22 @@ def report(
                 f"requests/s at 32 clients {rps[side] / rps[before]:.2f}x; server CPU per "
                 f"request {cpu[side]:.0f} us vs {cpu[before]:.0f} us."
             )
+    if "cloudlet+tracing" in rps:
+        fewer = 1 - rps["cloudlet+tracing"] / rps["cloudlet"]
+        per_round = [
+            1 - t / c for t, c in zip(rounds["cloudlet+tracing"], rounds["cloudlet"], strict=True)
+        ]
+        lines.append(
+            f"- With OpenTelemetry tracing on (OTEL_EXPORTER_OTLP_ENDPOINT; a request span and an "
+            f"upstream attempt span per request, exported over OTLP/HTTP to a local receiver in "
+            f"{traced[0]} batches), cloudlet serves {rps['cloudlet+tracing']:.0f} requests/s at 32 "
+            f"clients, {fewer:.0%} fewer than without (target: at most 10 % fewer: "
+            f"{'met' if fewer <= 0.10 else 'not met'}; per round "
+            + ", ".join(f"{f:.0%}" for f in per_round)
+            + f"); p50 at 1 client {p50['cloudlet+tracing']:.2f} ms against "
+            f"{p50['cloudlet']:.2f} ms"
+            + (f"; the SDK reported dropped spans {traced[1]} times." if traced[1] else ".")
+        )
     if "litellm" in rps:
         ratio = rps["cloudlet"] / rps["litellm"]
         per_round = [c / w for c, w in zip(rounds["cloudlet"], rounds["litellm"], strict=True)]

@@ -11,6 +11,7 @@ from cloudlet.config import ModelSpec
 from cloudlet.domain import ChatMessage, Finished, GenerationRequest, ModelId, TextDelta
 from cloudlet.domain.tokens import prompt_token_bound
 from cloudlet.engines.openai_remote import OpenAIEngine
+from cloudlet.engines.propagation import trace_headers
 from cloudlet.errors import (
     ContextLengthExceeded,
     EngineOverloaded,
@@ -171,3 +172,20 @@ async def test_probe_reports_the_upstreams_health(
     assert await engine.replicas[0].probe(1.0)
     upstream.healthy = False
     assert not await engine.replicas[0].probe(1.0)
+
+
+async def test_the_attempts_trace_context_goes_with_its_request_only(
+    engine: OpenAIEngine, upstream: FakeUpstream
+) -> None:
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    token = trace_headers.set((("traceparent", parent), ("tracestate", "k=v")))
+    try:
+        stream = await engine.generate(ASK)  # the request is made here, in this context
+    finally:
+        trace_headers.reset(token)
+    [x async for x in stream]
+    [x async for x in await engine.generate(ASK)]  # a later request outside the attempt
+    traced, plain = upstream.calls()[-2:]
+    assert (traced.headers["traceparent"], traced.headers["tracestate"]) == (parent, "k=v")
+    assert traced.headers["user-agent"] == plain.headers["user-agent"]  # the rest as ever
+    assert "traceparent" not in plain.headers and "tracestate" not in plain.headers

@@ -46,6 +46,7 @@ from cloudlet.gateway.pipeline import Pipeline
 from cloudlet.gateway.prices import Prices
 from cloudlet.gateway.tenancy import Tenancy
 from cloudlet.ledger.store import Ledger
+from cloudlet.observe import install as install_observability
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(app.state.observe)  # last out: flushes the spans
             if route_budgets is not None:
                 stack.push_async_callback(route_budgets.close)
             if with_accounts:
@@ -157,6 +159,8 @@ def create_app(
     app.state.stores = stores
     app.state.ledger = None
     app.state.metrics = make_registry(gateway, drain)
+    # Request metrics, access log and (when OTEL_* says so) traces, fed by every record.
+    app.state.observe = install_observability(recorder, spec, app.state.metrics, gateway)
     app.state.auth_failures = AuthFailures(app.state.metrics)
     install_error_handlers(app)
     for module in (models, chat, completions, messages, responses, embeddings, tokenize, health):

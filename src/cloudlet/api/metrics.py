@@ -116,4 +116,7 @@ def make_registry(gateway: Gateway, drain: DrainState) -> CollectorRegistry:
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
     registry: CollectorRegistry = request.app.state.metrics
+    observe = getattr(request.app.state, "observe", None)
+    if observe is not None:
+        await observe.refresh()  # what is read at scrape time (the cloud budgets' spending)
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

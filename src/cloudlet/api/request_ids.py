@@ -6,7 +6,9 @@ record's ``request_id``, plus the client's own ``x-request-id`` when it is well-
 response's ``x-request-id`` echoes the client's id when it sent one (a proxy's or a caller's id
 stays the same end to end) and is ours otherwise; the ledger keeps both, so either finds the
 row (``cloudlet usage --request-id``). An error answered after the router chose a target also
-says where (``x-cloudlet-target``, ``x-cloudlet-spilled``), like a success.
+says where (``x-cloudlet-target``, ``x-cloudlet-spilled``), like a success. The client's W3C
+``traceparent`` and ``tracestate`` go with the arrival, for the request's span to continue
+the client's trace.
 
 A pure ASGI middleware: it only edits the response's start message, so streams pass through
 untouched and the cost is one small object per request.
@@ -27,12 +29,16 @@ class RequestIds:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        sent = None
+        sent = parent = state = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 sent = value.decode("latin-1")
-                break
+            elif name == b"traceparent":
+                parent = value.decode("latin-1")
+            elif name == b"tracestate":
+                state = value.decode("latin-1")
         arrival = Arrival.now(client_request_id(sent))
+        arrival.traceparent, arrival.tracestate = parent, state
         scope.setdefault("state", {})["arrival"] = arrival
 
         async def send_with_id(message: Message) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -56,9 +59,45 @@ def spec_or_exit(path: Path | None, overrides: dict[str, Any] | None = None) -> 
         fail(exc.message, EXIT_BAD_SPEC)
 
 
-def setup_logging(level: str, engine_level: str) -> None:
-    handler = RichHandler(console=console(stderr=True), show_path=False, rich_tracebacks=False)
+def setup_logging(level: str, engine_level: str, log_format: str = "text") -> None:
+    """Log to stderr: through Rich for a person (``text``), or one JSON object per line.
+
+    The access log (``cloudlet.access``, one line per request) has a plain handler of its own
+    in both formats: its lines are already formatted, and passing them through Rich would
+    cost more than the rest of the line's request. It follows the server's level.
+    """
+    handler: logging.Handler
+    if log_format == "json":
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler = RichHandler(console=console(stderr=True), show_path=False, rich_tracebacks=False)
     logging.basicConfig(level=level.upper(), format="%(message)s", handlers=[handler], force=True)
     logging.getLogger("cloudlet.llama_cpp").setLevel(engine_level.upper())
     for noisy in ("uvicorn.access", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    access = logging.getLogger("cloudlet.access")
+    for old in list(access.handlers):
+        access.removeHandler(old)
+    lines = logging.StreamHandler(sys.stderr)
+    lines.setFormatter(logging.Formatter("%(message)s" if log_format == "json" else _ACCESS_TEXT))
+    access.addHandler(lines)
+    access.propagate = False
+
+
+_ACCESS_TEXT = "%(asctime)s access %(message)s"
+
+
+class _JsonFormatter(logging.Formatter):
+    """``{"ts", "level", "logger", "message"}`` (and ``exception``), one object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out)

@@ -50,6 +50,21 @@ def serve(
     log_level: Annotated[
         str | None, typer.Option(help="debug, info, warning or error [default: info]")
     ] = None,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            help="text (for a person) or json (one object per line) [default: text]",
+            show_default=False,
+        ),
+    ] = None,
+    access_log: Annotated[
+        bool | None,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="One line per request on the cloudlet.access logger [default: on]",
+            show_default=False,
+        ),
+    ] = None,
     cluster: Annotated[
         bool,
         typer.Option(
@@ -79,7 +94,13 @@ def serve(
     """
     spec = spec_or_exit(
         config,
-        {"server.host": host, "server.port": port, "server.log_level": log_level},
+        {
+            "server.host": host,
+            "server.port": port,
+            "server.log_level": log_level,
+            "server.log_format": log_format,
+            "server.access_log": access_log,
+        },
     )
     for model in spec.models:
         for field, name in missing_env(model.api_key, model.headers, os.environ):
@@ -94,7 +115,7 @@ def serve(
             resolve_source(model.source)
         except CloudletError as exc:
             fail(f"model {model.name!r}: {exc.message}", EXIT_BAD_SPEC)
-    setup_logging(spec.server.log_level, spec.server.engine_log_level)
+    setup_logging(spec.server.log_level, spec.server.engine_log_level, spec.server.log_format)
     catalog = _checked_catalog(spec)
     admin_key = os.environ.get("CLOUDLET_ADMIN_KEY") or None
     listener = _listen(spec.server.host, spec.server.port)  # before loading anything
@@ -118,6 +139,9 @@ def serve(
             port=spec.server.port,
             log_config=None,
             log_level=spec.server.log_level,
+            # Requests are logged by cloudlet's own access log (one line per record, without
+            # Rich's formatting, which costs more than the request); uvicorn's would repeat it.
+            access_log=False,
             timeout_graceful_shutdown=5,
             **uvicorn_options(spec.server),
         ),

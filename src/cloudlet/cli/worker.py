@@ -89,7 +89,9 @@ def worker(
     if safe_mode is None and chosen.safe_mode == "auto":
         safe = False  # only a supervisor can tell a crash; run as asked
     engine = build_engine(chosen, in_process=True, safe_mode=safe)
-    one = Spec(server=spec.server, models=[chosen], storage=StorageSpec(ledger="off"))
+    # The gateway logs each request's access line; its worker would only repeat it.
+    server_spec = spec.server.model_copy(update={"access_log": False})
+    one = Spec(server=server_spec, models=[chosen], storage=StorageSpec(ledger="off"))
     companions = [lambda: _orphan_guard(parent_pid)] if parent_pid else []
     app = create_app(
         one, {chosen.name: engine}, catalog=Catalog.empty(), accounts=False, companions=companions

@@ -208,6 +208,12 @@ class ServerSpec(_Strict):
     engine_log_level: Literal["debug", "info", "warning", "error"] = Field(
         "error", description="level at which llama.cpp's own log lines are passed to our logger"
     )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: lines for a person; json: one JSON object per line"
+    )
+    access_log: bool = Field(
+        True, description="one line per request on the cloudlet.access logger, at info"
+    )
 
     @field_validator("host")
     @classmethod

@@ -27,6 +27,7 @@ from cloudlet.domain.tokens import prompt_token_bound
 from cloudlet.engines import openai_reply as reply
 from cloudlet.engines import openai_wire as wire
 from cloudlet.engines.openai_stream import PrimedStream
+from cloudlet.engines.propagation import trace_headers
 from cloudlet.errors import (
     CloudletError,
     EngineOverloaded,
@@ -110,13 +111,16 @@ class OpenAIReplica:
                 headers=engine.get_headers,
                 extensions={"timeout": timeouts or engine.timeouts},
             )
-        return httpx.Request(
+        request = httpx.Request(
             "POST",
             self._endpoints[path],
             headers=engine.post_headers,
             content=json.dumps(body).encode(),
             extensions={"timeout": timeouts or engine.timeouts},
         )
+        for name, value in trace_headers.get():  # see cloudlet.engines.propagation
+            request.headers[name] = value
+        return request
 
     async def _call(
         self, path: str, body: object, timeout_s: float

@@ -69,13 +69,17 @@ class Arrival:
     """When a request arrived and under which ids: ``request_id`` (ours, unique: the ledger
     row's id) and ``client_id`` (the client's well-formed ``x-request-id``, echoed back and
     kept with the row). ``life`` is the request's life once the pipeline began it (the API
-    layer reads where it ran from it for an error's headers)."""
+    layer reads where it ran from it for an error's headers). ``traceparent`` and
+    ``tracestate`` are the client's W3C trace context headers, as sent (the tracer checks
+    them), for the request's span to continue."""
 
     request_id: str
     ts: datetime
     started: float  # monotonic
     client_id: str | None = None
     life: RequestLife | None = None
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     @classmethod
     def now(cls, client_id: str | None = None) -> Arrival:
@@ -264,13 +268,16 @@ class RequestLife:
 
     def close_with(self, exc: BaseException) -> RequestRecord:
         """:meth:`close` with what ``exc`` says: its code and HTTP status (a stream already
-        answered 200); a cancellation is ``cancelled``."""
+        answered 200); a cancellation is ``cancelled``. Our error raised before any upstream
+        was tried (a route's spent cloud budget, every replica's circuit open) turned the
+        request away: ``refused``, like the pipeline's own refusals."""
         answered = self.stream and self.target is not None
         if isinstance(exc, asyncio.CancelledError):
             return self.close("cancelled", "cancelled")
         if isinstance(exc, CloudletError):
             status = 200 if answered else exc.status
-            return self.close("error", exc.code or exc.type, http_status=status)
+            how: Status = "error" if self.attempts else "refused"
+            return self.close(how, exc.code or exc.type, http_status=status)
         return self.close("error", type(exc).__name__, http_status=200 if answered else 500)
 
     async def settle(self) -> None:

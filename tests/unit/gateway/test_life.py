@@ -13,7 +13,7 @@ import yaml
 from cloudlet.config import Spec
 from cloudlet.counters.memory import MemoryCounters
 from cloudlet.domain import ChatMessage, GenerationRequest
-from cloudlet.errors import CloudletError, EngineUnavailable, ModelNotFound
+from cloudlet.errors import BudgetExhausted, CloudletError, EngineUnavailable, ModelNotFound
 from cloudlet.gateway import Gateway
 from cloudlet.gateway.catalog import Catalog
 from cloudlet.gateway.life import Arrival, Recorder, client_request_id
@@ -202,3 +202,18 @@ async def test_a_failure_before_any_stream_is_one_error_record() -> None:
 )
 def test_only_a_well_formed_client_request_id_is_kept(sent: str | None, kept: str | None) -> None:
     assert client_request_id(sent) == kept
+
+
+def test_an_error_before_any_upstream_was_tried_is_a_refusal() -> None:
+    recorder = Recorder(Prices([], dict))
+    spent = BudgetExhausted("The cloud budget of route 'chat' is spent", retry_after=60)
+    turned_away = recorder.begin(Arrival.now(), "chat", "chat").close_with(spent)
+    assert (turned_away.status, turned_away.error, turned_away.http_status) == (
+        "refused",
+        "cloud_budget_exhausted",
+        429,
+    )
+    life = recorder.begin(Arrival.now(), "chat", "chat")
+    life.attempt("cloud", "openai").end("upstream_error")
+    failed = life.close_with(EngineUnavailable("every target failed"))
+    assert (failed.status, failed.http_status) == ("error", 503)

@@ -1,0 +1,238 @@
+"""The tracer: when OTEL_* turns it on, and the spans a request and its attempts make."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from cloudlet.domain import ChatMessage, GenerationRequest, ModelId, SamplingParams
+from cloudlet.engines.propagation import trace_headers
+from cloudlet.gateway.life import Arrival, Recorder
+from cloudlet.gateway.prices import Prices
+from cloudlet.observe.tracing import OtelTracer, provider_from_env
+from tests.otlp_receiver import OtlpReceiver
+from tests.unit.observe.records import record, refused
+
+
+@pytest.mark.parametrize(
+    ("environ", "on"),
+    [
+        ({}, False),
+        ({"OTEL_SERVICE_NAME": "gw"}, False),  # no exporter named, no endpoint: off
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, True),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}, True),
+        ({"OTEL_TRACES_EXPORTER": "otlp"}, True),  # the spec's default endpoint
+        ({"OTEL_TRACES_EXPORTER": "console"}, True),
+        ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://h:4318"}, False),
+        ({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"}, False),
+        ({"OTEL_SDK_DISABLED": "false", "OTEL_TRACES_EXPORTER": "otlp"}, True),
+    ],
+)
+def test_tracing_is_off_unless_an_exporter_is_configured(
+    environ: dict[str, str], on: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    otel_env(monkeypatch, environ)
+    provider = provider_from_env()
+    assert (provider is not None) == on
+    if provider is not None:
+        provider.shutdown()
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"OTEL_TRACES_EXPORTER": "zipkin"},
+        {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://h:4317",
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc",
+        },
+    ],
+)
+def test_an_exporter_it_cannot_make_is_an_error_line_and_no_tracing(
+    environ: dict[str, str], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    otel_env(monkeypatch, environ)
+    caplog.set_level(logging.ERROR, "cloudlet.observe.tracing")
+    assert provider_from_env() is None
+    assert "not supported" in caplog.text
+
+
+def test_the_service_is_named_cloudlet_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    otel_env(monkeypatch, {"OTEL_TRACES_EXPORTER": "console"})
+    provider = provider_from_env()
+    assert provider is not None
+    assert provider.resource.attributes["service.name"] == "cloudlet"
+    provider.shutdown()
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "gateway-eu")
+    provider = provider_from_env()
+    assert provider is not None
+    assert provider.resource.attributes["service.name"] == "gateway-eu"
+    provider.shutdown()
+
+
+def test_spans_reach_the_endpoint_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    receiver = OtlpReceiver().start()
+    try:
+        otel_env(monkeypatch, {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint})
+        provider = provider_from_env()
+        assert provider is not None
+        life = Recorder(Prices([], dict), tracer=OtelTracer(provider)).begin(
+            Arrival.now("req-1"), "embeddings", "minilm"
+        )
+        OtelTracer(provider).finish(life, record(operation="embeddings", model="minilm"))
+        provider.shutdown()  # exports what is left
+        (span,) = receiver.wait_for(1)
+    finally:
+        receiver.stop()
+    assert (span.name, span.kind, span.service) == ("embeddings minilm", "server", "cloudlet")
+    assert span.attributes["gen_ai.usage.input_tokens"] == 9
+
+
+def otel_env(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str]) -> None:
+    """Exactly ``environ`` of the OTEL_* variables."""
+    for name in [n for n in os.environ if n.startswith("OTEL_")]:
+        monkeypatch.delenv(name)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def spans() -> tuple[OtelTracer, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return OtelTracer(provider), exporter
+
+
+def recorder(tracer: OtelTracer) -> Recorder:
+    return Recorder(Prices([], dict), tracer=tracer)
+
+
+def by_name(finished: tuple[ReadableSpan, ...]) -> dict[str, list[ReadableSpan]]:
+    out: dict[str, list[ReadableSpan]] = {}
+    for span in finished:
+        out.setdefault(span.name, []).append(span)
+    return out
+
+
+PROMPT = "What is the secret word? It is swordfish."
+
+
+def test_a_failover_is_a_request_span_with_two_attempt_spans(
+    spans: tuple[OtelTracer, InMemorySpanExporter],
+) -> None:
+    tracer, exporter = spans
+    life = recorder(tracer).begin(Arrival.now("req-42"), "chat", "chat")
+    request = GenerationRequest(
+        model=ModelId("chat"),
+        messages=(ChatMessage(role="user", content=PROMPT),),
+        max_tokens=16,
+        sampling=SamplingParams(temperature=0.5, top_p=0.9),
+    )
+    life.start(request)
+    assert trace_headers.get() == ()
+
+    first = life.attempt("local", "llamacpp")
+    with first.trace:
+        sent = dict(trace_headers.get())
+    assert trace_headers.get() == ()  # only while the attempt starts its upstream request
+    first.end("upstream_error")
+    second = life.attempt("cloud", "openai")
+    with second.trace:
+        sent2 = dict(trace_headers.get())
+    second.end(None)
+    tracer.finish(
+        life,
+        record(
+            request_id="req-42",
+            target="cloud",
+            provider="openai",
+            cloud=True,
+            spilled=True,
+            completion_tokens=5,
+        ),
+    )
+
+    found = by_name(exporter.get_finished_spans())
+    (server,) = found["chat chat"]
+    (failed,) = found["chat local"]
+    (served,) = found["chat cloud"]
+    assert server.kind == SpanKind.SERVER and server.parent is None
+    for attempt in (failed, served):
+        assert attempt.kind == SpanKind.CLIENT
+        assert attempt.parent is not None and attempt.parent.span_id == server.context.span_id
+        assert attempt.context.trace_id == server.context.trace_id
+    version, trace_id, span_id, flags = sent["traceparent"].split("-")
+    assert (version, trace_id, span_id) == (
+        "00",
+        f"{failed.context.trace_id:032x}",
+        f"{failed.context.span_id:016x}",
+    )
+    assert int(flags, 16) & 1  # sampled
+    assert sent2["traceparent"].split("-")[2] == f"{served.context.span_id:016x}"
+    assert failed.attributes is not None and served.attributes is not None
+    assert failed.attributes["error.type"] == "upstream_error"
+    assert failed.status.status_code == StatusCode.ERROR
+    assert dict(served.attributes) == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "cloud",
+    }
+    assert server.attributes is not None
+    assert dict(server.attributes) == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "chat",
+        "gen_ai.request.max_tokens": 16,
+        "gen_ai.request.temperature": 0.5,
+        "gen_ai.request.top_p": 0.9,
+        "gen_ai.provider.name": "openai",
+        "gen_ai.response.id": "req-42",
+        "gen_ai.response.model": "cloud",
+        "gen_ai.response.finish_reasons": ("stop",),
+        "gen_ai.usage.input_tokens": 9,
+        "gen_ai.usage.output_tokens": 5,
+        "cloudlet.route": "chat",
+        "cloudlet.target": "cloud",
+        "cloudlet.spilled": True,
+        "cloudlet.cost": 0.000002,
+    }
+    assert server.status.status_code == StatusCode.UNSET
+    assert server.start_time is not None and failed.start_time is not None
+    assert server.start_time <= failed.start_time
+    for span in (server, failed, served):  # no message content, ever
+        assert PROMPT not in str(dict(span.attributes or {}))
+
+
+def test_a_refused_request_is_a_span_with_its_error_type(
+    spans: tuple[OtelTracer, InMemorySpanExporter],
+) -> None:
+    tracer, exporter = spans
+    life = recorder(tracer).begin(Arrival.now("req-9"), "chat", "chat")
+    tracer.finish(life, refused(request_id="req-9"))
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "chat chat"
+    assert span.attributes is not None
+    assert span.attributes["error.type"] == "rate_limit_exceeded"
+    assert span.attributes["http.response.status_code"] == 429
+    assert "gen_ai.provider.name" not in span.attributes  # it reached no provider
+    assert span.status.status_code == StatusCode.UNSET  # a 4xx is the client's, not ours
+
+
+def test_a_failed_request_span_is_an_error(
+    spans: tuple[OtelTracer, InMemorySpanExporter],
+) -> None:
+    tracer, exporter = spans
+    life = recorder(tracer).begin(Arrival.now("req-7"), "text_completion", "local")
+    life.start(None)
+    tracer.finish(life, record(status="error", error="upstream_timeout", http_status=504))
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "text_completion local"
+    assert span.attributes is not None and span.attributes["error.type"] == "upstream_timeout"
+    assert span.status.status_code == StatusCode.ERROR
