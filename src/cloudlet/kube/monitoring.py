@@ -231,10 +231,13 @@ def _rows(money: str) -> list[tuple[str, list[dict[str, Any]]]]:
                     _quantile(0.95, "cloudlet_time_per_output_token_seconds"),
                 ),
                 _panel(
-                    "End to end and queue time (p95)",
+                    "End to end (p95) and the queue wait a new request faces",
                     "s",
                     _quantile(0.95, "cloudlet_request_duration_seconds"),
-                    _quantile(0.95, "cloudlet_request_queue_time_seconds"),
+                    (
+                        f"max by (model) (cloudlet_estimated_queue_wait_seconds{{{_MODEL}}})",
+                        "{{model}} queue wait",
+                    ),
                 ),
             ],
         ),
