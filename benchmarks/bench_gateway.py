@@ -105,7 +105,7 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 300)
 @contextlib.contextmanager
 def running(
     args: list[str], ready_url: str, log: Path, env: dict[str, str] | None = None
-) -> Iterator[None]:
+) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
         # Tracing is on only where a side asks for it (OTEL_* of this shell is not passed on).
         base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
@@ -114,7 +114,7 @@ def running(
         )
         try:
             wait_ready(ready_url, process)
-            yield
+            yield process
         finally:
             process.terminate()
             try:
@@ -240,10 +240,16 @@ def wrk(
     )
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def tenant_key(chat_url: str) -> str:
     """A team's API key with limits high enough never to refuse, made through the admin API."""
     admin = chat_url.replace("/v1/chat/completions", "/admin/keys")
-    limits = {"team": "bench", "rpm": 2 * 10**9, "tpm": 2 * 10**9, "budget": "1000000"}  # the most
+    limits = {"team": "bench", "rpm": 2 * 10**9, "tpm": 2 * 10**9, "budget": "1000000"}  # < 2^31
     r = httpx.post(admin, json=limits, headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
     r.raise_for_status()
     return str(r.json()["key"])
@@ -289,6 +295,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (median)")
     parser.add_argument("--litellm-venv", type=Path, default=Path("/tmp/litellm-venv"))
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument(
+        "--baseline-rev",
+        default=None,
+        help="also run cloudlet at this git revision (a worktree), side by side: before/after",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -312,11 +323,31 @@ def main() -> None:
         # key checked, its limits reserved and settled, and a ledger row (SQLite) per request;
         # "cloudlet+tracing": routing only, every request's spans exported to the receiver.
         tracing = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver, "OTEL_SERVICE_NAME": "cloudlet-bench"}
-        for side, storage, extra in (
-            ("cloudlet", "off", {}),
-            ("cloudlet+keys", "null", {}),
-            ("cloudlet+tracing", "off", tracing),
-        ):
+        pids: dict[str, subprocess.Popen[bytes]] = {}  # cloudlet sides: their CPU is measured
+        trees: dict[str, Path | None] = {"": None}
+        if args.baseline_rev is not None:
+            base = tmp / "baseline"
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(base),
+                 args.baseline_rev], check=True,
+            )  # fmt: skip
+            stack.callback(
+                subprocess.run,
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)],
+                check=False,
+            )
+            trees[f"@{args.baseline_rev}"] = base
+        configs = [
+            (side + suffix, storage, extra, tree)
+            for side, storage, extra in (
+                ("cloudlet", "off", {}),
+                ("cloudlet+keys", "null", {}),
+                ("cloudlet+tracing", "off", tracing),
+            )
+            for suffix, tree in trees.items()
+            if tree is None or not extra  # the baseline: routing and keys, not tracing
+        ]
+        for side, storage, extra, tree in configs:
             port = free_port()
             spec = tmp / f"{side}.yaml"
             spec.write_text(
@@ -324,17 +355,22 @@ def main() -> None:
             )
             command = [sys.executable, "-m", "cloudlet", "serve", "--config", str(spec)]
             command += ["--port", str(port)]
-            stack.enter_context(
+            pids[side] = stack.enter_context(
                 running(
                     command,
                     f"http://127.0.0.1:{port}/ready",
                     tmp / f"{side}.log",
-                    {**env, "CLOUDLET_ADMIN_KEY": KEY, **extra},
+                    # each side its own default ledger (a revision may not know another's schema)
+                    {**env, "CLOUDLET_ADMIN_KEY": KEY, "XDG_DATA_HOME": str(tmp / side / "data")}
+                    | extra
+                    | ({"PYTHONPATH": str(tree / "src")} if tree is not None else {}),
                 )
             )
             sides[side] = f"http://127.0.0.1:{port}/v1/chat/completions"
         keys = {side: KEY for side in sides}
-        keys["cloudlet+keys"] = tenant_key(sides["cloudlet+keys"])
+        for side in sides:
+            if side.startswith("cloudlet+keys"):
+                keys[side] = tenant_key(sides[side])
 
         version = ""
         if not args.no_litellm:
@@ -371,17 +407,23 @@ def main() -> None:
             wrk(url, 8, 2, tmp, keys.get(side, KEY))  # warm-up
         p50s: dict[str, list[float]] = {s: [] for s in sides}
         rps: dict[str, list[float]] = {s: [] for s in sides}
+        cpu: dict[str, list[float]] = {s: [] for s in pids}
         for round_ in range(args.rounds):
             for side, url in sides.items():
                 key = keys.get(side, KEY)
                 p50, _, bad1 = wrk(url, 1, args.duration, tmp, key)
+                before = cpu_seconds(pids[side].pid) if side in pids else 0.0
                 _, r, bad32 = wrk(url, 32, args.duration, tmp, key)
                 if bad1 or bad32:
                     raise RuntimeError(f"{side}: {bad1 + bad32} failed requests")
                 p50s[side].append(p50)
                 rps[side].append(r)
+                if side in pids:  # the server's own CPU per request: robust to other load
+                    used = cpu_seconds(pids[side].pid) - before
+                    cpu[side].append(used / (r * args.duration) * 1e6)
                 print(
-                    f"round {round_ + 1} {side:16s} p50@1 {p50:7.2f} ms   {r:8.0f} req/s @32",
+                    f"round {round_ + 1} {side:16s} p50@1 {p50:7.2f} ms   {r:8.0f} req/s @32"
+                    + (f"   {cpu[side][-1]:6.0f} us CPU/request" if side in pids else ""),
                     flush=True,
                 )
         exports = trace_exports(tmp, receiver)
@@ -391,7 +433,8 @@ def main() -> None:
         raise RuntimeError("cloudlet+tracing exported no spans: the tracing side measured nothing")
     med_p50 = {s: statistics.median(v) for s, v in p50s.items()}
     med_rps = {s: statistics.median(v) for s, v in rps.items()}
-    section = report(args, med_p50, med_rps, version, rps, (exports, dropped))
+    med_cpu = {s: statistics.median(v) for s, v in cpu.items()}
+    section = report(args, med_p50, med_rps, version, rps, med_cpu, (exports, dropped))
     write_section(args.out, section)
     print(section)
 
@@ -402,6 +445,7 @@ def report(
     rps: dict[str, float],
     version: str,
     rounds: dict[str, list[float]],
+    cpu: dict[str, float],
     traced: tuple[int, int] = (0, 0),
 ) -> str:
     upstream_kind = (
@@ -410,12 +454,14 @@ def report(
         else "Python fake"
     )
     rows = [
-        "| path | p50 @ 1 client | added p50 | requests/s @ 32 clients |",
-        "|---|---:|---:|---:|",
+        "| path | p50 @ 1 client | added p50 | requests/s @ 32 clients | server CPU / request |",
+        "|---|---:|---:|---:|---:|",
     ]
     for side in p50:
-        added = "" if side == "direct" else f"+{p50[side] - p50['direct']:.2f} ms"
-        rows.append(f"| {side} | {p50[side]:.2f} ms | {added} | {rps[side]:.0f} |")
+        extra = "" if side == "direct" else f"+{p50[side] - p50['direct']:.2f} ms"
+        used = f"{cpu[side]:.0f} us" if side in cpu else ""
+        rows.append(f"| {side} | {p50[side]:.2f} ms | {extra} | {rps[side]:.0f} | {used} |")
+    baseline = args.baseline_rev
     added = p50["cloudlet"] - p50["direct"]
     lines = [
         SECTION,
@@ -440,6 +486,15 @@ def report(
             f"without them (target: within 20 %: {'met' if slower <= 0.20 else 'not met'}); "
             f"p50 at 1 client {p50['cloudlet+keys']:.2f} ms against {p50['cloudlet']:.2f} ms."
         )
+    if baseline is not None:
+        for side in ("cloudlet", "cloudlet+keys"):
+            before = f"{side}@{baseline}"
+            lines.append(
+                f"- {side} against itself at {baseline} (before): added p50 "
+                f"{p50[side] - p50['direct']:+.2f} ms vs {p50[before] - p50['direct']:+.2f} ms; "
+                f"requests/s at 32 clients {rps[side] / rps[before]:.2f}x; server CPU per "
+                f"request {cpu[side]:.0f} us vs {cpu[before]:.0f} us."
+            )
     if "cloudlet+tracing" in rps:
         fewer = 1 - rps["cloudlet+tracing"] / rps["cloudlet"]
         per_round = [

@@ -10,6 +10,7 @@ from cloudlet.domain import (
     EmbeddingResult,
     EngineStats,
     Finished,
+    FinishReason,
     GenerationEvent,
     GenerationRequest,
     ModelId,
@@ -21,7 +22,8 @@ from cloudlet.errors import CloudletError, ContextLengthExceeded
 
 
 class FakeChatEngine:
-    """Streams ``words`` (one event each). ``fail_before``/``fail_after`` inject errors."""
+    """Streams ``words`` (one event each, for each of a request's ``n`` choices).
+    ``fail_before``/``fail_after`` inject errors."""
 
     def __init__(
         self,
@@ -83,10 +85,12 @@ class FakeChatEngine:
                     await self.gate.wait()
                 await asyncio.sleep(0)
                 sent += 1
-                yield TextDelta(word)
+                for choice in range(request.n):  # n choices: the same words, interleaved
+                    yield TextDelta(word, choice=choice)
             finished = True
-            reason = "length" if limit < len(self.words) else "stop"
-            yield Finished(reason, Usage(prompt_tokens, sent))
+            reason: FinishReason = "length" if limit < len(self.words) else "stop"
+            reasons = (reason,) * request.n if request.n > 1 else ()
+            yield Finished(reason, Usage(prompt_tokens, sent * request.n), reasons)
         finally:
             if not finished:
                 self.cancelled += 1

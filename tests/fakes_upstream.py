@@ -23,7 +23,8 @@ default:
 default reports 11): tests that check budgets make it count like a worst-case tokenizer.
 
 A chat request with `tools` (and `tool_choice` other than none) gets one streamed call to the
-named function, else the first, with TOOL_ARGUMENTS; `logprobs` get made-up log-probabilities.
+named function, else the first, with TOOL_ARGUMENTS; `logprobs` get made-up log-probabilities;
+`n` gets that many choices (see `choice_word`), interleaved.
 
 Run as a script (`python tests/fakes_upstream.py --port 9000 [--delay-ms 300]`) it serves
 forever: the benchmarks' fake upstream (or fake cloud, with a delay).
@@ -303,7 +304,11 @@ class FakeUpstream:
         )
         limit = body.get("max_tokens") or len(self.words)
         words = list(self.words)[:limit]
-        chunks = [_chunk(body, {"role": "assistant", "content": ""} if chat else "", None, chat)]
+        n = body.get("n") or 1
+        chunks = [
+            _chunk(body, {"role": "assistant", "content": ""} if chat else "", None, chat, c)
+            for c in range(n)
+        ]
         call = _tool_to_call(body) if chat else None
         if call is not None:  # a call in OpenAI's delta shape: id and name once, then pieces
             first = {"index": 0, "id": "call_up1", "type": "function"}
@@ -315,20 +320,24 @@ class FakeUpstream:
             reason = "tool_calls"
         else:
             for w in words:
-                chunks.append(_chunk(body, {"content": w} if chat else w, None, chat))
-                if chat and body.get("logprobs"):
-                    top = [{"token": w, "logprob": -0.5}] * int(body.get("top_logprobs") or 0)
-                    content = [{"token": w, "logprob": -0.5, "top_logprobs": top}]
-                    chunks[-1]["choices"][0]["logprobs"] = {"content": content}
+                for c in range(n):  # choices interleaved, as OpenAI streams them
+                    piece = choice_word(w, c)
+                    chunks.append(
+                        _chunk(body, {"content": piece} if chat else piece, None, chat, c)
+                    )
+                    if chat and body.get("logprobs"):
+                        top = [{"token": w, "logprob": -0.5}] * int(body.get("top_logprobs") or 0)
+                        content = [{"token": w, "logprob": -0.5, "top_logprobs": top}]
+                        chunks[-1]["choices"][0]["logprobs"] = {"content": content}
             reason = "length" if limit < len(self.words) else "stop"
-        chunks.append(_chunk(body, {} if chat else "", reason, chat))
+        chunks += [_chunk(body, {} if chat else "", reason, chat, c) for c in range(n)]
         usage_wanted = (body.get("stream_options") or {}).get("include_usage")
         if usage_wanted and not isinstance(fault, NoUsage):
             prompt = self.prompt_tokens(body) if self.prompt_tokens is not None else 11
             usage: Any = {
                 "prompt_tokens": prompt,
-                "completion_tokens": len(words),
-                "total_tokens": prompt + len(words),
+                "completion_tokens": len(words) * n,
+                "total_tokens": prompt + len(words) * n,
             }
             if isinstance(fault, BadUsage):
                 usage = fault.usage
@@ -384,28 +393,39 @@ def _tool_to_call(body: Any) -> str | None:
     return str(tools[0]["function"]["name"])
 
 
-def _chunk(body: Any, piece: Any, reason: str | None, chat: bool) -> dict[str, Any]:
-    choice: dict[str, Any] = {"index": 0, "finish_reason": reason}
+def choice_word(word: str, choice: int) -> str:
+    """What choice ``choice`` of a request for several says for ``word``: choice 0 the word,
+    the others the word and their index (so that a test can tell the choices apart)."""
+    return f"{word}{choice}" if choice else word
+
+
+def _chunk(body: Any, piece: Any, reason: str | None, chat: bool, index: int = 0) -> dict[str, Any]:
+    choice: dict[str, Any] = {"index": index, "finish_reason": reason}
     choice["delta" if chat else "text"] = piece
     kind = "chat.completion.chunk" if chat else "text_completion"
     return {"id": "up-1", "object": kind, "model": body["model"], "choices": [choice]}
 
 
 def _completion(body: Any, words: Sequence[str], chat: bool) -> dict[str, Any]:
-    text = "".join(words)
-    choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
-    if chat:
-        choice["message"] = {"role": "assistant", "content": text}
-    else:
-        choice["text"] = text
-    usage = {"prompt_tokens": 11, "completion_tokens": len(words), "total_tokens": 11 + len(words)}
+    n = body.get("n") or 1
+    choices: list[dict[str, Any]] = []
+    for c in range(n):
+        text = "".join(choice_word(w, c) for w in words)
+        choice: dict[str, Any] = {"index": c, "finish_reason": "stop"}
+        if chat:
+            choice["message"] = {"role": "assistant", "content": text}
+        else:
+            choice["text"] = text
+        choices.append(choice)
+    completion = len(words) * n
+    usage = {"prompt_tokens": 11, "completion_tokens": completion, "total_tokens": 11 + completion}
     kind = "chat.completion" if chat else "text_completion"
     return {
         "id": "up-1",
         "object": kind,
         "created": 0,
         "model": body["model"],
-        "choices": [choice],
+        "choices": choices,
         "usage": usage,
     }
 

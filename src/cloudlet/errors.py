@@ -154,17 +154,19 @@ class RequestNotFound(CloudletError):
 
 
 class ResponseNotFound(CloudletError):
-    """A ``previous_response_id`` that names no response stored for this key."""
+    """A ``previous_response_id`` (or a response retrieved by id, ``param`` None) that names
+    no response stored for this key."""
 
     status = 404
     type = "invalid_request_error"
     code = "response_not_found"
 
-    def __init__(self, response_id: str) -> None:
+    def __init__(self, response_id: str, *, param: str | None = "previous_response_id") -> None:
+        what = "Previous response" if param == "previous_response_id" else "Response"
         super().__init__(
-            f"Previous response with id '{response_id}' not found. Responses are kept only "
+            f"{what} with id '{response_id}' not found. Responses are kept only "
             "when created with store: true, and only for the key that created them.",
-            param="previous_response_id",
+            param=param,
         )
 
 

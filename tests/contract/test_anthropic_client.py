@@ -156,6 +156,37 @@ def test_named_tool_and_stop_sequences(client: Anthropic) -> None:
     assert "5" not in m.content[0].text  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_stop_sequence_that_ends_the_text_is_named(client: Anthropic, stream: bool) -> None:
+    ask: dict[str, Any] = dict(
+        model=CHAT,
+        max_tokens=40,
+        extra_body={"temperature": 0},
+        messages=[{"role": "user", "content": "List five fruits, separated by commas."}],
+    )
+    client.messages.create(**ask)  # now the prompt is cached: the next two run alike
+    full = client.messages.create(**ask)
+    assert full.stop_reason in ("end_turn", "max_tokens") and full.stop_sequence is None
+    text = full.content[0].text  # type: ignore[union-attr]
+    # A piece of the answer that occurs once, nearest its middle.
+    starts = sorted(range(1, len(text) - 3), key=lambda i: abs(i - len(text) // 2))
+    stop = next((text[i : i + 3] for i in starts if text.count(text[i : i + 3]) == 1), "")
+    assert len(stop) == 3, text
+    sequences = ["@@never@@", stop]
+    if stream:
+        with client.messages.stream(**ask, stop_sequences=sequences) as events:
+            raw = [e for e in events if e.type in EVENT_TYPES]
+            for event in raw:
+                EVENT.validate_python(event.model_dump())
+            m = events.get_final_message()
+        delta = next(e for e in raw if e.type == "message_delta")
+        assert delta.delta.stop_sequence == stop  # type: ignore[union-attr]
+    else:
+        m = client.messages.create(**ask, stop_sequences=sequences)
+    assert (m.stop_reason, m.stop_sequence) == ("stop_sequence", stop)
+    assert m.content[0].text == text[: text.index(stop)]  # type: ignore[union-attr]
+
+
 def test_count_tokens(client: Anthropic) -> None:
     short = client.messages.count_tokens(model=CHAT, messages=[{"role": "user", "content": "Hi"}])
     longer = client.messages.count_tokens(

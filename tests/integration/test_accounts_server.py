@@ -10,7 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
+from openai import OpenAI
 
 from tests.conftest import Server, start_server, stop_server
 
@@ -194,3 +196,45 @@ def test_anthropic_messages_use_the_same_keys_and_ledger(server: Server) -> None
         asyncio.run(asyncio.sleep(0.1))
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert all(int(r["completion_tokens"]) > 0 and float(r["cost"]) > 0 for r in rows)
+
+
+def test_a_stored_response_is_its_own_keys_alone(server: Server) -> None:
+    """Another team's key can neither read a stored response nor continue it: it gets the
+    404 an id never used gets, word for word, and nothing of what was stored."""
+    owner = admin(server, "POST", "/admin/keys", json={"team": "owners"}).json()["key"]
+    other = admin(server, "POST", "/admin/keys", json={"team": "others"}).json()["key"]
+    secret = "The vault code is 4711-ZEBRA."
+    mine = OpenAI(base_url=server.v1, api_key=owner, max_retries=0)
+    first = mine.responses.create(
+        model="smollm2", input=secret, max_output_tokens=4, store=True, temperature=0
+    )
+    # The owner reads it back and continues it.
+    assert mine.responses.retrieve(first.id).output_text == first.output_text
+    follow = mine.responses.create(
+        model="smollm2", input="And the code?", previous_response_id=first.id, max_output_tokens=4
+    )
+    assert follow.previous_response_id == first.id
+
+    never = "resp_" + "0" * 32
+
+    def attempts(response_id: str) -> list[httpx.Response]:
+        headers = {"Authorization": f"Bearer {other}"}
+        body = {"model": "smollm2", "input": "Go on.", "previous_response_id": response_id}
+        return [
+            httpx.get(f"{server.v1}/responses/{response_id}", headers=headers, timeout=60),
+            httpx.post(f"{server.v1}/responses", json=body, headers=headers, timeout=60),
+            httpx.post(
+                f"{server.v1}/responses",
+                json={**body, "stream": True},
+                headers=headers,
+                timeout=60,
+            ),
+        ]
+
+    for stored, unknown in zip(attempts(first.id), attempts(never), strict=True):
+        assert stored.status_code == unknown.status_code == 404
+        assert stored.json()["error"]["code"] == "response_not_found"
+        assert stored.text.replace(first.id, never) == unknown.text  # no tell-tale difference
+        assert "4711" not in stored.text and "ZEBRA" not in stored.text
+    with pytest.raises(openai.NotFoundError):  # and so the official client says
+        OpenAI(base_url=server.v1, api_key=other, max_retries=0).responses.retrieve(first.id)

@@ -13,7 +13,7 @@ import pytest
 from openai import OpenAI
 
 from tests.conftest import Server, start_server, stop_server
-from tests.fakes_upstream import TOOL_ARGUMENTS, FakeUpstream, NoUsage
+from tests.fakes_upstream import TOOL_ARGUMENTS, FakeUpstream, NoUsage, choice_word
 
 KEY = "sk-test-5f2b9c0d-not-for-anyone"
 HI = [{"role": "user", "content": "hi"}]
@@ -94,6 +94,41 @@ def test_usage_is_counted_locally_when_the_upstream_omits_it(
     assert completion.choices[0].message.content == "Hello from upstream"
     assert completion.usage is not None
     assert completion.usage.completion_tokens == 3 and completion.usage.prompt_tokens > 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_n_choices_pass_through(
+    client: OpenAI, upstreams: dict[str, FakeUpstream], stream: bool
+) -> None:
+    cloud = upstreams["cloud"]
+    before = len(cloud.calls())
+    kwargs: dict[str, Any] = dict(model="cloud", messages=HI, n=3, max_tokens=5)
+    if stream:
+        chunks = list(
+            client.chat.completions.create(
+                **kwargs, stream=True, stream_options={"include_usage": True}
+            )
+        )
+        texts = ["", "", ""]
+        reasons: dict[int, str] = {}
+        for chunk in chunks:
+            for c in chunk.choices:
+                texts[c.index] += c.delta.content or ""
+                if c.finish_reason:
+                    reasons[c.index] = c.finish_reason
+        usage = chunks[-1].usage
+        assert reasons == {0: "stop", 1: "stop", 2: "stop"}
+    else:
+        r = client.chat.completions.create(**kwargs)
+        assert [c.index for c in r.choices] == [0, 1, 2]
+        texts = [c.message.content or "" for c in r.choices]
+        usage = r.usage
+    words = ("Hello", " from", " upstream")
+    assert texts == ["".join(choice_word(w, c) for w in words) for c in range(3)]
+    assert usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens) == (11, 9)  # the prompt once
+    (sent,) = cloud.calls()[before:]
+    assert (sent.body["n"], sent.body["max_tokens"]) == (3, 5)
 
 
 def test_legacy_completions_pass_through(server: Server) -> None:

@@ -44,7 +44,11 @@ _STOP_REASONS: dict[FinishReason, StopReason] = {
 }
 
 
-def stop_reason(reason: FinishReason) -> StopReason:
+def stop_reason(reason: FinishReason, stop_sequence: str | None = None) -> StopReason:
+    """Anthropic's stop reason: ``stop_sequence`` when one of the request's stop sequences
+    ended the text (the engine says which), unless the answer called a tool."""
+    if stop_sequence is not None and reason == "stop":
+        return "stop_sequence"
     return _STOP_REASONS[reason]
 
 
@@ -150,12 +154,13 @@ def generation_request(body: MessagesRequest) -> GenerationRequest:
 
 
 def count_request(body: CountTokensRequest) -> GenerationRequest:
+    """The request whose prompt ``messages.create`` with the same input would evaluate."""
     tools = _tools(body.tools)
     return GenerationRequest(
         model=ModelId(body.model),
         messages=chat_messages(body.system, body.messages),
         tools=tools,
-        tool_choice=ToolChoice("auto" if tools else "none"),
+        tool_choice=_tool_choice(body.tool_choice, tools),
     )
 
 

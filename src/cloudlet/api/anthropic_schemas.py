@@ -93,6 +93,7 @@ class CountTokensRequest(_Request):
     messages: Annotated[list[MessageIn], Field(min_length=1)]
     system: str | list[TextBlock] | None = None
     tools: list[ToolIn] | None = None
+    tool_choice: ToolChoiceIn | None = None
 
 
 # --- responses --------------------------------------------------------------------------------

@@ -29,8 +29,10 @@ from cloudlet.api.routes import (
     messages,
     models,
     responses,
+    tokenize,
 )
 from cloudlet.api.schemas import ErrorResponse
+from cloudlet.api.ui import install_ui
 from cloudlet.config import Spec
 from cloudlet.config.storage import StorageSpec, mask_url
 from cloudlet.counters.base import Counters
@@ -141,6 +143,10 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,  # FastAPI's pages load from a CDN: see cloudlet.api.docs
         redoc_url=None,
+        # FastAPI's own OpenTelemetry hooks look up the global providers on every request once
+        # opentelemetry is installed; cloudlet traces requests itself (GenAI conventions, its
+        # own provider): see cloudlet.observe.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_docs(app)
     drain = DrainState()
@@ -157,10 +163,11 @@ def create_app(
     app.state.observe = install_observability(recorder, spec, app.state.metrics, gateway)
     app.state.auth_failures = AuthFailures(app.state.metrics)
     install_error_handlers(app)
-    for module in (models, chat, completions, messages, responses, embeddings, health):
+    for module in (models, chat, completions, messages, responses, embeddings, tokenize, health):
         app.include_router(module.router)
     if accounts:
         app.include_router(admin.router)
+        install_ui(app, recorder, admin_key=admin_key)  # /ui, fed by every record
     app.include_router(metrics_router)
     app.add_middleware(CancelOnDisconnect, paths=GENERATION_PATHS)
     app.add_middleware(BodyLimit, max_bytes=spec.server.max_body_bytes)

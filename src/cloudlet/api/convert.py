@@ -132,6 +132,7 @@ def chat_request(body: ChatCompletionRequest) -> GenerationRequest:
         parallel_tool_calls=body.parallel_tool_calls is not False,
         logprobs=bool(body.logprobs or body.top_logprobs),
         top_logprobs=body.top_logprobs or 0,
+        n=body.n or 1,
     )
 
 
@@ -145,6 +146,7 @@ def completion_request(body: CompletionRequest) -> GenerationRequest:
         sampling=_sampling(body),
         logprobs=body.logprobs is not None,
         top_logprobs=body.logprobs or 0,
+        n=body.n or 1,
     )
 
 

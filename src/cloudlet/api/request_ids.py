@@ -16,7 +16,6 @@ untouched and the cost is one small object per request.
 
 from __future__ import annotations
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloudlet.gateway.life import Arrival, client_request_id
@@ -44,15 +43,22 @@ class RequestIds:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers["x-request-id"] = arrival.public_id
+                # The raw header list, appended to: no parsing on the hot path.
+                headers: list[tuple[bytes, bytes]] = list(message.get("headers", ()))
+                headers.append((b"x-request-id", arrival.public_id.encode()))
                 if arrival.client_id is not None:
-                    headers["x-cloudlet-request-id"] = arrival.request_id
+                    headers.append((b"x-cloudlet-request-id", arrival.request_id.encode()))
                 life = arrival.life
-                target = life.target if life is not None else None
-                if target is not None and "x-cloudlet-target" not in headers:
-                    headers["x-cloudlet-target"] = target
-                    headers["x-cloudlet-spilled"] = "true" if life and life.spilled else "false"
+                if life is not None and life.target is not None:
+                    _add_where(headers, life.target, life.spilled)
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+def _add_where(headers: list[tuple[bytes, bytes]], target: str, spilled: bool) -> None:
+    """Where it ran, unless the route already said so (a success does; an error does not)."""
+    if not any(name == b"x-cloudlet-target" for name, _ in headers):
+        headers.append((b"x-cloudlet-target", target.encode()))
+        headers.append((b"x-cloudlet-spilled", b"true" if spilled else b"false"))

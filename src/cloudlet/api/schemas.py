@@ -137,6 +137,8 @@ class StreamOptions(_Request):
 
 #: OpenAI's own cap on a chat request's messages; more is refused before any templating.
 MAX_MESSAGES = 2048
+#: The most choices (``n``) one request may ask for: each is a sequence of its own.
+MAX_CHOICES = 8
 Stop = str | Annotated[list[str], Field(max_length=4)] | None
 Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
@@ -160,8 +162,10 @@ class _Sampling(_Request):
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
     repeat_penalty: Annotated[float, Field(gt=0.0, le=10.0)] | None = None
-    n: Annotated[int, Field(ge=1, le=1), BeforeValidator(_integral)] | None = Field(
-        None, description="only n=1 is supported"
+    n: Annotated[int, Field(ge=1, le=MAX_CHOICES), BeforeValidator(_integral)] | None = Field(
+        None,
+        description=f"how many choices to generate from the prompt (at most {MAX_CHOICES}; on "
+        "a local model at most its parallel sequences)",
     )
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
@@ -257,6 +261,8 @@ class ChatChoice(BaseModel):
     message: AssistantMessage
     finish_reason: ChatFinish | None
     logprobs: ChoiceLogprobs | None = None
+    # vLLM's extension: the stop string that ended the choice (absent otherwise)
+    stop_reason: str | None = Field(None, exclude_if=_is_none)
 
 
 class ChatCompletion(BaseModel):
@@ -292,6 +298,8 @@ class ChunkChoice(BaseModel):
     delta: Delta
     finish_reason: ChatFinish | None = None
     logprobs: ChoiceLogprobs | None = None
+    # vLLM's extension: the stop string that ended the choice (absent otherwise)
+    stop_reason: str | None = Field(None, exclude_if=_is_none)
 
 
 class ChatCompletionChunk(BaseModel):
@@ -316,6 +324,8 @@ class CompletionChoice(BaseModel):
     text: str
     finish_reason: Literal["stop", "length"] | None
     logprobs: CompletionLogprobs | None = None
+    # vLLM's extension: the stop string that ended the choice (absent otherwise)
+    stop_reason: str | None = Field(None, exclude_if=_is_none)
 
 
 class Completion(BaseModel):

@@ -44,13 +44,25 @@ def deploy(
         str | None, typer.Option(help="kubeconfig for --apply [default: $KUBECONFIG or ~/.kube]")
     ] = None,
     context: Annotated[str | None, typer.Option(help="kubeconfig context for --apply.")] = None,
+    monitoring: Annotated[
+        bool,
+        typer.Option(
+            "--monitoring",
+            help="Add a ServiceMonitor for /metrics and a Grafana dashboard ConfigMap "
+            "(needs the Prometheus Operator's CRDs).",
+        ),
+    ] = False,
 ) -> None:
     """Render the spec as Kubernetes manifests (--render) or apply them (--apply)."""
     if render_only == apply:
         fail("give exactly one of --render or --apply", EXIT_BAD_SPEC)
     spec = spec_or_exit(config)
     settings = RenderSettings(
-        namespace=namespace, image=image, autoscaler=autoscaler.value, secret_name=secret
+        namespace=namespace,
+        image=image,
+        autoscaler=autoscaler.value,
+        secret_name=secret,
+        monitoring=monitoring,
     )
     try:
         rendered = render(spec, settings, source=str(config) if config else "the spec")

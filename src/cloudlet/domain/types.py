@@ -131,10 +131,18 @@ class GenerationRequest:
     parallel_tool_calls: bool = True
     logprobs: bool = False
     top_logprobs: int = 0
+    n: int = 1  # choices: sequences generated from the one prompt
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
             raise ValueError("exactly one of messages and prompt must be given")
+        if self.n < 1:
+            raise ValueError("n must be at least 1")
+
+    def completion_bound(self, max_tokens_default: int) -> int:
+        """The most completion tokens this request can cost: ``max_tokens`` (or the model's
+        default) for each of its ``n`` choices. What budgets reserve and charges are capped at."""
+        return (self.max_tokens or max_tokens_default) * self.n
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +171,7 @@ class TextDelta:
 
     text: str
     logprobs: tuple[TokenLogprob, ...] = ()
+    choice: int = 0  # which of the request's ``n`` choices it belongs to
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,14 +183,23 @@ class ToolCallDelta:
     arguments: str = ""
     id: str | None = None
     name: str | None = None
+    choice: int = 0  # which of the request's ``n`` choices made the call
 
 
 @dataclass(frozen=True, slots=True)
 class Finished:
-    """The last event of every generation."""
+    """The last event of every generation, also of one with several choices: ``usage``
+    counts the prompt once and the completion tokens of every choice, ``reason`` is choice
+    0's and ``choices`` each choice's (empty for a request of one). ``stop_sequence``: the
+    stop string that ended choice 0, when one did."""
 
     reason: FinishReason
     usage: Usage
+    choices: tuple[FinishReason, ...] = ()
+    stop_sequence: str | None = None
+
+    def reason_of(self, choice: int) -> FinishReason:
+        return self.choices[choice] if self.choices else self.reason
 
 
 GenerationEvent = TextDelta | ToolCallDelta | Finished

@@ -47,3 +47,12 @@ class EmbeddingEngine(Engine, Protocol):
     async def embed(self, texts: Sequence[str]) -> EmbeddingResult:
         """One L2-normalised vector per text, in order."""
         ...
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """An engine that knows its model's tokenizer and chat template (a local model)."""
+
+    async def count_tokens(self, request: GenerationRequest) -> list[int]:
+        """The tokens of ``request``'s prompt, exactly as ``generate`` would evaluate them."""
+        ...

@@ -18,17 +18,23 @@ flash attention gave results that depend on where cells sit in the buffer (share
 after a sequence's own), so a seeded request would not repeat. The price: a prefix is shared
 between slots by copying a whole stream, not by tagging cells; see the scheduler. Every
 admitted request fits its stream, so none is ever preempted.
+
+A request for ``n`` choices is ``n`` jobs submitted together: the first evaluates the prompt;
+the others wait until it has, then take a copy of its cells and sample their first token from
+its logits, each with its own sampler (see ``Scheduler._fork``): the prompt is evaluated once
+for all of them. Their events come back as one stream (:mod:`~cloudlet.engines.llamacpp_stream`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import llama_cpp
 from llama_cpp._internals import LlamaModel
@@ -36,7 +42,6 @@ from llama_cpp._internals import LlamaModel
 from cloudlet.config import ModelSpec
 from cloudlet.domain import (
     EngineStats,
-    Finished,
     GenerationEvent,
     GenerationRequest,
     ModelId,
@@ -53,12 +58,19 @@ from cloudlet.engines.llamacpp_logging import route_llama_logs
 from cloudlet.engines.llamacpp_safe import first_decode, model_params
 from cloudlet.engines.llamacpp_sampling import SamplerChain
 from cloudlet.engines.llamacpp_scheduler import Scheduler
-from cloudlet.engines.llamacpp_slots import BatchJob
+from cloudlet.engines.llamacpp_slots import BatchJob, Event
+from cloudlet.engines.llamacpp_stream import JobsStream
 from cloudlet.engines.sources import resolve_source
-from cloudlet.engines.toolcalls import ToolCallStream, wants_tools
-from cloudlet.errors import ContextLengthExceeded, EngineOverloaded, EngineUnavailable
+from cloudlet.engines.toolcalls import wants_tools
+from cloudlet.errors import (
+    ContextLengthExceeded,
+    EngineOverloaded,
+    EngineUnavailable,
+    InvalidRequest,
+)
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # On a CPU a decode step is bound by reading the weights; up to ~8 sequences share that read
 # almost for free, beyond it each stream slows down about linearly. GPUs keep gaining longer.
@@ -258,18 +270,33 @@ class BatchedLlamaCppEngine:
         scheduler, renderer, model = self._scheduler, self._renderer, self._model
         if scheduler is None or renderer is None or model is None:
             raise EngineUnavailable(f"model {self._spec.name!r} is not loaded")
+        if request.n > self._parallel:
+            raise InvalidRequest(
+                f"n is {request.n}, but model {self._spec.name!r} generates at most "
+                f"{self._parallel} sequences at once; ask for fewer choices.",
+                param="n",
+            )
         n_ctx = self._spec.context
         # Cheap checks first: a prompt that cannot fit is refused before templating.
         renderer.check_fits(request, n_ctx, request.max_tokens or 1)
         if scheduler.is_full(self._spec.queue_size):
             raise self._overloaded()
 
-        def prepare() -> tuple[list[int], SamplerChain]:
+        def prepare() -> tuple[list[int], list[SamplerChain]]:
             tokens = renderer.tokens(request, n_ctx, request.max_tokens or 1)
             grammar = tool_grammar(request) or grammar_for(request.response_format)
-            return tokens, SamplerChain(model.vocab, request, grammar, tool_triggers(request))
+            triggers = tool_triggers(request)
+            samplers: list[SamplerChain] = []
+            try:
+                for choice in range(request.n):
+                    sampling = _choice_request(request, choice)
+                    samplers.append(SamplerChain(model.vocab, sampling, grammar, triggers))
+            except BaseException:
+                _close((tokens, samplers))
+                raise
+            return tokens, samplers
 
-        tokens, sampler = await self._off_loop(prepare)
+        tokens, samplers = await self._off_loop(prepare, _close)
         try:
             room = n_ctx - len(tokens)
             max_tokens = request.max_tokens or min(self._spec.max_tokens_default, max(room, 0))
@@ -281,30 +308,50 @@ class BatchedLlamaCppEngine:
                     "the prompt or of max_tokens.",
                     param="messages" if request.messages is not None else "prompt",
                 )
-            job = BatchJob(request, tokens, max_tokens, sampler)
-            if not scheduler.submit(job, self._spec.queue_size):  # atomic: checked again
+            # The choices share one queue; those after the first wait for its prompt's cells.
+            events: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+            jobs: list[BatchJob] = []
+            for choice, sampler in enumerate(samplers):
+                after = jobs[0] if jobs else None
+                jobs.append(
+                    BatchJob(
+                        request, tokens, max_tokens, sampler, events, choice=choice, after=after
+                    )
+                )
+            if not scheduler.submit(jobs, self._spec.queue_size):  # atomic: checked again
                 raise self._overloaded()
         except BaseException:
-            sampler.close()
+            _close((tokens, samplers))
             raise
         self._requests += 1
-        return ToolCallStream(_JobStream(job)) if wants_tools(request) else _JobStream(job)
+        return JobsStream(jobs, tools=wants_tools(request))
+
+    async def count_tokens(self, request: GenerationRequest) -> list[int]:
+        """The tokens of ``request``'s prompt exactly as :meth:`generate` would evaluate them
+        (the model's chat template, tools described as for generation, its tokenizer)."""
+        renderer = self._renderer
+        if renderer is None:
+            raise EngineUnavailable(f"model {self._spec.name!r} is not loaded")
+        n_ctx = self._spec.context
+        renderer.check_fits(request, n_ctx, 0)
+        return await self._off_loop(lambda: renderer.tokens(request, n_ctx, 0))
 
     async def _off_loop(
-        self, prepare: Callable[[], tuple[list[int], SamplerChain]]
-    ) -> tuple[list[int], SamplerChain]:
+        self, prepare: Callable[[], _T], abandon: Callable[[_T], None] | None = None
+    ) -> _T:
         """Template, tokenize and compile the grammar on a worker thread, within a time bound.
 
         These are CPU work of up to seconds for long prompts (llama.cpp's special-token
         splitting is quadratic in the prompt's length); on the event loop they would stall
         every other request and ``/health``. A request that gives up (timeout, or its client
-        left) leaves the thread to finish; the sampler it built is then freed.
+        left) leaves the thread to finish; ``abandon`` then frees what it built.
         """
         future = asyncio.get_running_loop().run_in_executor(self._preparer, prepare)
         try:
             return await asyncio.wait_for(asyncio.shield(future), PREPARE_TIMEOUT_S)
         except BaseException as exc:
-            future.add_done_callback(_close_sampler)
+            if abandon is not None:
+                future.add_done_callback(lambda done: _abandoned(done, abandon))
             if isinstance(exc, TimeoutError):
                 raise EngineOverloaded(
                     f"model {self._spec.name!r} took over {PREPARE_TIMEOUT_S:.0f}s to prepare "
@@ -321,47 +368,21 @@ class BatchedLlamaCppEngine:
         )
 
 
-def _close_sampler(future: asyncio.Future[tuple[list[int], SamplerChain]]) -> None:
+def _choice_request(request: GenerationRequest, choice: int) -> GenerationRequest:
+    """The request as choice ``choice`` samples it: a seeded request's choices get seeds of
+    their own (seed, seed + 1, ...), so they differ and each still repeats."""
+    seed = request.sampling.seed
+    if choice == 0 or seed is None:
+        return request
+    sampling = dataclasses.replace(request.sampling, seed=seed + choice)
+    return dataclasses.replace(request, sampling=sampling)
+
+
+def _close(prepared: tuple[list[int], list[SamplerChain]]) -> None:
+    for sampler in prepared[1]:
+        sampler.close()
+
+
+def _abandoned(future: asyncio.Future[_T], abandon: Callable[[_T], None]) -> None:
     if not future.cancelled() and future.exception() is None:
-        future.result()[1].close()
-
-
-class _JobStream:
-    """The event stream of one job; closing it cancels the job.
-
-    A class rather than an async generator: a generator's ``finally`` does not run when it is
-    closed before its first ``__anext__``, and a client may leave while its request still
-    waits in the queue. Cancellation is a flag the decode thread reads between steps.
-    """
-
-    def __init__(self, job: BatchJob) -> None:
-        self._job = job
-        self._done = False
-
-    def __aiter__(self) -> _JobStream:
-        return self
-
-    async def __anext__(self) -> GenerationEvent:
-        if self._done:
-            raise StopAsyncIteration
-        try:
-            event = await self._job.events.get()
-        except BaseException:  # the consumer was cancelled: its client is gone
-            self._cancel()
-            raise
-        if isinstance(event, BaseException):
-            self._cancel()
-            raise event
-        if isinstance(event, Finished):
-            self._done = True
-        return event
-
-    async def aclose(self) -> None:
-        self._cancel()
-
-    def _cancel(self) -> None:
-        self._done = True
-        self._job.cancelled.set()  # no-op once the job has finished
-
-    def __del__(self) -> None:
-        self._job.cancelled.set()  # dropped without aclose: nobody reads it any more
+        abandon(future.result())

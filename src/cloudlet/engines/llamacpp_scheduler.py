@@ -137,15 +137,18 @@ class Scheduler:
         """Whether every slot is taken and ``queue_size`` jobs already wait for one."""
         return self.stats.outstanding >= self.parallel + queue_size
 
-    def submit(self, job: BatchJob, queue_size: int) -> bool:
-        """Queue ``job`` unless the queue is full (see :meth:`is_full`)."""
+    def submit(self, jobs: list[BatchJob], queue_size: int) -> bool:
+        """Queue ``jobs`` (a request's choices), all or none: none when they would take the
+        queue past full (see :meth:`is_full`)."""
         with self._cond:
-            if self.is_full(queue_size) or self._stopping:
+            extra = len(jobs) - 1
+            if self.stats.outstanding + extra >= self.parallel + queue_size or self._stopping:
                 return False
-            self.stats.outstanding += 1
-            self._budget[0] += job.max_tokens
-            self._budget[1] += len(job.tokens)
-            self._incoming.append(job)
+            for job in jobs:
+                self.stats.outstanding += 1
+                self._budget[0] += job.max_tokens
+                self._budget[1] += len(job.tokens)
+                self._incoming.append(job)
             self._cond.notify()
         return True
 
@@ -215,7 +218,13 @@ class Scheduler:
                 self._waiting.remove(job)
                 self._release(job, None)
         while self._waiting and self._slots.any_free():
-            run = self._slots.place(self._waiting.popleft())
+            # First come, first served; a choice waiting for its first choice's prompt lets
+            # the jobs behind it pass (it goes one step later, copying that prompt's cells).
+            ready = next((j for j in self._waiting if j.ready()), None)
+            if ready is None:
+                break
+            self._waiting.remove(ready)
+            run = self._slots.place(ready)
             self.stats.prompt_tokens_cached += run.reused
             self.stats.prompt_tokens_evaluated += len(run.job.tokens) - run.reused
         return True
@@ -294,23 +303,44 @@ class Scheduler:
         self.stats.completion_tokens_per_second = self._rates.completion_tokens_per_second
         sampled = 0
         for run in decoding + prefilling:
-            if run.row >= 0:
-                token = run.job.sampler.sample(self._ctx, run.row)
-                request = run.job.request
-                if request.logprobs and not llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                    run.logprobs.append(
-                        token_logprob(
-                            self._ctx,
-                            run.row,
-                            token,
-                            request.top_logprobs,
-                            self._n_vocab,
-                            self._pieces,
-                        )
-                    )
-                self._accept(run, token)
-                sampled += 1
+            if run.row < 0:
+                continue
+            if not run.job.prompt_done:  # its prompt is in now: its other choices fork here
+                run.job.prompt_done = True
+                for fork in self._fork(run):
+                    self._sample(fork, run.row)
+                    sampled += 1
+            self._sample(run, run.row)
+            sampled += 1
         self._measure(started, sampled)
+
+    def _sample(self, run: Run, row: int) -> None:
+        """Sample ``run``'s next token from the logits of batch row ``row``."""
+        token = run.job.sampler.sample(self._ctx, row)
+        request = run.job.request
+        if request.logprobs and not llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            run.logprobs.append(
+                token_logprob(
+                    self._ctx, row, token, request.top_logprobs, self._n_vocab, self._pieces
+                )
+            )
+        self._accept(run, token)
+
+    def _fork(self, first: Run) -> list[Run]:
+        """The waiting choices after ``first``, whose prompt was just evaluated, in free slots
+        with a copy of its cells: they sample their first token from its logits, so the
+        prompt is evaluated once for all. Those that find no free slot wait and are placed
+        later like any job (copying what they can of the prompt from a cache)."""
+        forks: list[Run] = []
+        for job in [j for j in self._waiting if j.after is first.job]:
+            run = self._slots.fork(first.slot, job)
+            if run is None:
+                break
+            self._waiting.remove(job)
+            job.prompt_done = True
+            self.stats.prompt_tokens_cached += run.reused
+            forks.append(run)
+        return forks
 
     def _accept(self, run: Run, token: int) -> None:
         if llama_cpp.llama_vocab_is_eog(self._vocab, token):
@@ -319,22 +349,22 @@ class Scheduler:
         run.count += 1
         piece, stopped = run.stops.feed(run.text.feed(self._pieces(token)))
         if piece:
-            self._outbox.append((run.job, TextDelta(piece, run.take_logprobs())))
+            self._outbox.append((run.job, TextDelta(piece, run.take_logprobs(), run.job.choice)))
         if stopped:
-            self._finish(run, "stop", hit_stop=True)
+            self._finish(run, "stop", stop_sequence=run.stops.hit)
         elif run.count >= run.job.max_tokens:
             self._finish(run, "length")
         else:
             run.next_token = token
 
-    def _finish(self, run: Run, reason: FinishReason, *, hit_stop: bool = False) -> None:
-        if not hit_stop:
+    def _finish(self, run: Run, reason: FinishReason, *, stop_sequence: str | None = None) -> None:
+        if stop_sequence is None:
             tail = run.stops.feed(run.text.flush())[0] + run.stops.flush()
             logprobs = run.take_logprobs()
             if tail or logprobs:
-                self._outbox.append((run.job, TextDelta(tail, logprobs)))
+                self._outbox.append((run.job, TextDelta(tail, logprobs, run.job.choice)))
         usage = Usage(prompt_tokens=len(run.job.tokens), completion_tokens=run.count)
-        self._end(run, Finished(reason, usage))
+        self._end(run, Finished(reason, usage, stop_sequence=stop_sequence))
 
     def _end(self, run: Run, last: Event) -> None:
         """Free the slot (its cells stay, as cache) and send the stream's last event."""
@@ -345,6 +375,7 @@ class Scheduler:
         self._release(run.job, last)
 
     def _release(self, job: BatchJob, last: Event | None) -> None:
+        job.prompt_done = True  # ended: whoever waited for its prompt goes without it
         job.sampler.close()
         if last is not None:
             self._outbox.append((job, last))
@@ -372,4 +403,4 @@ class Scheduler:
 
 def _deliver(items: list[tuple[BatchJob, Event]]) -> None:
     for job, event in items:
-        job.events.put_nowait(event)
+        job.events.put_nowait((job.choice, event))

@@ -7,7 +7,8 @@ the least recently used one), which keeps the matching part and drops the rest
 (``llama_memory_seq_rm``), or takes a longer prefix from elsewhere: a copy of another slot's
 stream (``llama_memory_seq_cp``; that slot may still be generating, e.g. behind the same system
 prompt), or a state saved in host memory (:mod:`~cloudlet.engines.llamacpp_prompt_cache`),
-where what slots drop is kept.
+where what slots drop is kept. The choices of a request for ``n`` take a whole copy of their
+first choice's cells once its prompt is in (:meth:`Slots.fork`).
 
 Used on the decode thread only, except :class:`BatchJob`'s events and cancellation flag.
 """
@@ -37,14 +38,27 @@ Event = GenerationEvent | BaseException
 
 @dataclass(eq=False)
 class BatchJob:
-    """One admitted request, as the decode thread sees it."""
+    """One admitted sequence, as the decode thread sees it: a request, or one of the ``n``
+    choices of a request, which share one event queue (events tagged with ``choice``).
+
+    A choice after the first names the first as ``after``: it waits for a slot until that
+    one's prompt is in the KV cache (``prompt_done``), then copies it from there instead of
+    evaluating the same prompt again (see :meth:`Slots.fork`).
+    """
 
     request: GenerationRequest
     tokens: list[int]
     max_tokens: int
     sampler: SamplerChain
-    events: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
+    events: asyncio.Queue[tuple[int, Event]] = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    choice: int = 0
+    after: BatchJob | None = None
+    prompt_done: bool = False  # its prompt is evaluated (or it ended): followers may go
+
+    def ready(self) -> bool:
+        """Whether it may take a slot now (a follower waits for its first choice's prompt)."""
+        return self.after is None or self.after.prompt_done
 
 
 @dataclass(eq=False)
@@ -164,4 +178,21 @@ class Slots:
         del target.cached[reuse:]
         target.last_used = next(self._ticks)
         target.run = Run(job, target, order=target.last_used, reused=reuse)
+        return target.run
+
+    def fork(self, source: Slot, job: BatchJob) -> Run | None:
+        """Put ``job`` in a free slot holding a copy of ``source``'s cells, which hold its
+        whole prompt (another choice of the same request, whose prompt was just evaluated);
+        None when no slot is free. What the slot held is saved to the host cache first."""
+        free = [s for s in self.all if s.run is None and s.seq_id not in self._copy_sources]
+        if not free:
+            return None
+        target = min(free, key=lambda s: (bool(s.cached), s.last_used))
+        if len(target.cached) >= SAVE_MIN_TOKENS:
+            self._cache.save(target.seq_id, target.cached)
+        llama_cpp.llama_memory_seq_cp(self._mem, source.seq_id, target.seq_id, -1, -1)
+        self._copy_sources.add(source.seq_id)
+        target.cached = list(source.cached)
+        target.last_used = next(self._ticks)
+        target.run = Run(job, target, order=target.last_used, reused=len(target.cached))
         return target.run

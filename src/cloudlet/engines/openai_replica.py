@@ -186,7 +186,8 @@ class OpenAIReplica:
         path = "/chat/completions" if request.messages is not None else "/completions"
         await self._acquire()
         # An upstream that sends no usage is charged the prompt's upper bound (budgets hold).
-        events = self._events(path, body, prompt_token_bound(request))
+        parser = reply.StreamParser(self.name, prompt_token_bound(request), request.n, request.stop)
+        events = self._events(path, body, parser)
         try:
             async with asyncio.timeout(spec.timeouts.first_token_s):
                 first = await anext(events)
@@ -199,7 +200,7 @@ class OpenAIReplica:
         return PrimedStream(first, events)
 
     async def _events(
-        self, path: str, body: dict[str, object], prompt_estimate: int
+        self, path: str, body: dict[str, object], parser: reply.StreamParser
     ) -> AsyncGenerator[GenerationEvent, None]:
         """Upstream SSE → domain events, holding the replica's slot and a connection until
         closed. (One generator, not two nested: each layer costs a hop per event.)"""
@@ -221,7 +222,6 @@ class OpenAIReplica:
                 if response.status_code != 200:
                     raw = await _read(response, reply.MAX_BODY_BYTES, self.name)
                     raise reply.status_error(response.status_code, raw, response.headers, self.name)
-                parser = reply.StreamParser(self.name, prompt_estimate)
                 if _is_json(response):  # a whole completion instead of a stream: take it
                     raw = await _read(response, reply.MAX_BODY_BYTES, self.name)
                     for event in parser.feed_body(raw):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from cloudlet.domain import (
@@ -22,11 +23,11 @@ from cloudlet.domain import (
     Finished,
     FinishReason,
     TextDelta,
-    TokenLogprob,
     ToolCallDelta,
     Usage,
 )
 from cloudlet.domain.tokens import estimate_tokens
+from cloudlet.engines import openai_choice as choice
 from cloudlet.errors import (
     CloudletError,
     ContextLengthExceeded,
@@ -41,11 +42,7 @@ MAX_BODY_BYTES = 64 << 20  # one JSON body (a completion, embeddings, an error)
 _MAX_TOKENS = 1 << 31  # a token count above this is not a count (and would price absurdly)
 
 
-def _malformed(where: str, what: str) -> UpstreamError:
-    return UpstreamError(f"{where} sent a malformed reply ({what})")
-
-
-_MAX_TOOL_CALLS = 1024  # a tool-call index above this is not an index
+_malformed = choice.malformed
 StreamEvent = TextDelta | ToolCallDelta
 
 
@@ -75,190 +72,6 @@ def parse_chunk(data: bytes | str, where: str) -> dict[str, Any]:
     return chunk
 
 
-def chunk_text(chunk: Mapping[str, Any], where: str) -> tuple[str, object]:
-    """The text and finish_reason of a chat or completion chunk ('' / None when absent)."""
-    choice = _first_choice(chunk, where)
-    if choice is None:
-        return "", None
-    delta = choice.get("delta")
-    if delta is not None:
-        if not isinstance(delta, dict):
-            raise _malformed(where, "a delta is not an object")
-        text = delta.get("content")
-    else:
-        text = choice.get("text")
-    return _text(text, where), _finish(choice, where)
-
-
-def completion_text(body: Mapping[str, Any], where: str) -> tuple[str, object]:
-    """The text and finish_reason of a whole (non-streamed) chat or text completion."""
-    choice = _first_choice(body, where)
-    if choice is None:
-        raise _malformed(where, "a completion without choices")
-    message = choice.get("message")
-    if message is not None:
-        if not isinstance(message, dict):
-            raise _malformed(where, "a message is not an object")
-        text = message.get("content")
-    else:
-        text = choice.get("text")
-    return _text(text, where), _finish(choice, where)
-
-
-def _first_choice(body: Mapping[str, Any], where: str) -> dict[str, Any] | None:
-    choices = body.get("choices")
-    if choices is None:
-        return None
-    if not isinstance(choices, list):
-        raise _malformed(where, "choices is not a list")
-    if not choices:
-        return None
-    choice = choices[0]
-    if not isinstance(choice, dict):
-        raise _malformed(where, "a choice is not an object")
-    return choice
-
-
-def _text(value: object, where: str) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise _malformed(where, "content is not a string")
-    return value
-
-
-def _finish(choice: Mapping[str, Any], where: str) -> object:
-    reason = choice.get("finish_reason")
-    if reason is not None and not isinstance(reason, str):
-        raise _malformed(where, "finish_reason is not a string")
-    return reason
-
-
-def chunk_tool_calls(chunk: Mapping[str, Any], where: str) -> list[ToolCallDelta]:
-    """The tool-call pieces of a chat chunk (OpenAI's delta shape)."""
-    choice = _first_choice(chunk, where)
-    delta = choice.get("delta") if choice is not None else None
-    if not isinstance(delta, dict):
-        return []
-    return _tool_calls(delta.get("tool_calls"), where, streamed=True)
-
-
-def message_tool_calls(body: Mapping[str, Any], where: str) -> list[ToolCallDelta]:
-    """The tool calls of a whole (non-streamed) chat completion, one delta each."""
-    choice = _first_choice(body, where)
-    message = choice.get("message") if choice is not None else None
-    if not isinstance(message, dict):
-        return []
-    return _tool_calls(message.get("tool_calls"), where, streamed=False)
-
-
-def _tool_calls(calls: object, where: str, *, streamed: bool) -> list[ToolCallDelta]:
-    if calls is None:
-        return []
-    if not isinstance(calls, list):
-        raise _malformed(where, "tool_calls is not a list")
-    out: list[ToolCallDelta] = []
-    for position, call in enumerate(calls):
-        if not isinstance(call, dict):
-            raise _malformed(where, "a tool call is not an object")
-        index = call.get("index", None if streamed else position)
-        if isinstance(index, bool) or not isinstance(index, int):
-            raise _malformed(where, "a tool call's index is not a number")
-        if not 0 <= index < _MAX_TOOL_CALLS:
-            raise _malformed(where, "a tool call's index is out of range")
-        function = call.get("function")
-        if function is None:
-            function = {}
-        if not isinstance(function, dict):
-            raise _malformed(where, "a tool call's function is not an object")
-        out.append(
-            ToolCallDelta(
-                index=index,
-                arguments=_optional_str(function.get("arguments"), where, "arguments") or "",
-                id=_optional_str(call.get("id"), where, "a tool call id"),
-                name=_optional_str(function.get("name"), where, "a tool name"),
-            )
-        )
-    return out
-
-
-def _optional_str(value: object, where: str, what: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise _malformed(where, f"{what} is not a string")
-    return value
-
-
-def chunk_logprobs(chunk: Mapping[str, Any], where: str) -> tuple[TokenLogprob, ...]:
-    """The token log-probabilities of a chunk or completion (``choices[0].logprobs.content``)."""
-    choice = _first_choice(chunk, where)
-    logprobs = choice.get("logprobs") if choice is not None else None
-    if logprobs is None:
-        return ()
-    if not isinstance(logprobs, dict):
-        raise _malformed(where, "logprobs is not an object")
-    if "tokens" in logprobs:
-        return _legacy_logprobs(logprobs, where)
-    content = logprobs.get("content")
-    if content is None:
-        return ()
-    if not isinstance(content, list):
-        raise _malformed(where, "logprobs.content is not a list")
-    out: list[TokenLogprob] = []
-    for item in content:
-        if not isinstance(item, dict):
-            raise _malformed(where, "a token logprob is not an object")
-        top = item.get("top_logprobs")
-        if top is None:
-            top = []
-        if not isinstance(top, list) or not all(isinstance(t, dict) for t in top):
-            raise _malformed(where, "top_logprobs is not a list of objects")
-        alternatives = tuple((_token(t, where), _logprob(t, where)) for t in top)
-        out.append(TokenLogprob(_token(item, where), _logprob(item, where), alternatives))
-    return tuple(out)
-
-
-def _legacy_logprobs(logprobs: Mapping[str, Any], where: str) -> tuple[TokenLogprob, ...]:
-    """``/completions``' shape: parallel lists of tokens, logprobs and {token: logprob}."""
-    tokens, values = logprobs.get("tokens"), logprobs.get("token_logprobs")
-    tops = logprobs.get("top_logprobs")
-    if not isinstance(tokens, list) or not isinstance(values, list):
-        raise _malformed(where, "logprobs.tokens or token_logprobs is not a list")
-    if tops is None:
-        tops = [None] * len(tokens)
-    if not isinstance(tops, list) or not len(tokens) == len(values) == len(tops):
-        raise _malformed(where, "logprobs' lists differ in length")
-    out: list[TokenLogprob] = []
-    for token, value, top in zip(tokens, values, tops, strict=True):
-        if top is None:
-            top = {}
-        if not isinstance(top, dict):
-            raise _malformed(where, "a top_logprobs entry is not an object")
-        alternatives = tuple(
-            (_token({"token": t}, where), _logprob({"logprob": v}, where)) for t, v in top.items()
-        )
-        entry = {"token": token, "logprob": value}
-        out.append(TokenLogprob(_token(entry, where), _logprob(entry, where), alternatives))
-    return tuple(out)
-
-
-def _token(item: Mapping[str, Any], where: str) -> str:
-    token = item.get("token")
-    if not isinstance(token, str):
-        raise _malformed(where, "a logprob's token is not a string")
-    return token
-
-
-def _logprob(item: Mapping[str, Any], where: str) -> float:
-    value = item.get("logprob")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _malformed(where, "a logprob is not a number")
-    if math.isnan(value) or value > 0:
-        raise _malformed(where, "a logprob is not a log-probability")
-    return float(value)
-
-
 def parse_usage(value: object, where: str) -> Usage | None:
     """``usage`` as sent: absent or null is None; anything but counts is malformed."""
     if value is None:
@@ -283,16 +96,25 @@ def _count(value: object, where: str) -> int:
 class StreamParser:
     """Upstream SSE lines → text and tool-call deltas, then one :class:`Finished`.
 
-    Usage comes from the upstream's last chunk (``stream_options.include_usage``); an upstream
-    that ignores the option gets its usage counted here: the prompt estimated, one completion
-    token per text chunk (servers stream about one token per chunk). ``data_lines`` counts the
-    chunks read: comments and keep-alives do not count, so a stream of nothing else is silence.
+    A request for ``n`` choices reads every choice of every chunk (events tagged with their
+    choice); a stop string the upstream says ended choice 0 (``stop_reason``, one of
+    ``stops``) becomes ``Finished.stop_sequence``. Usage comes from the upstream's last chunk
+    (``stream_options.include_usage``); an upstream that ignores the option gets its usage
+    counted here: the prompt estimated, one completion token per text chunk of a choice
+    (servers stream about one token per chunk). ``data_lines`` counts the chunks read:
+    comments and keep-alives do not count, so a stream of nothing else is silence.
     """
 
-    def __init__(self, where: str, prompt_estimate: int) -> None:
+    def __init__(
+        self, where: str, prompt_estimate: int, n: int = 1, stops: Sequence[str] = ()
+    ) -> None:
         self._where = where
         self._prompt_estimate = prompt_estimate
-        self._reason: FinishReason | None = None
+        self._n = n
+        self._stops = stops
+        self._reasons: dict[int, FinishReason] = {}
+        self._seen: set[int] = set()  # choices that appeared
+        self._stop: str | None = None
         self._usage: Usage | None = None
         self._deltas = 0
         self.data_lines = 0
@@ -307,14 +129,9 @@ class StreamParser:
             self.done = True
             return []
         chunk = parse_chunk(data, self._where)
-        text, finish = chunk_text(chunk, self._where)
-        if finish is not None:
-            self._reason = finish_reason(finish)
         if "usage" in chunk:
             self._usage = parse_usage(chunk["usage"], self._where) or self._usage
-        return self._events(
-            text, chunk_logprobs(chunk, self._where), chunk_tool_calls(chunk, self._where)
-        )
+        return self._read(chunk, streamed=True)
 
     def feed_body(self, body: bytes) -> list[StreamEvent]:
         """A whole JSON completion sent instead of a stream: its events, and the stream is
@@ -322,30 +139,46 @@ class StreamParser:
         parsed = parse_json(body, self._where, "the body")
         if parsed.get("error"):
             raise UpstreamError(f"{self._where} failed: {_message(parsed) or 'an error'}")
-        text, finish = completion_text(parsed, self._where)
-        self._reason = finish_reason(finish)
+        events = self._read(parsed, streamed=False)
+        if not self._reasons:
+            raise _malformed(self._where, "a completion without choices")
         self._usage = parse_usage(parsed.get("usage"), self._where)
         self.done = True
-        logprobs = chunk_logprobs(parsed, self._where)
-        return self._events(text, logprobs, message_tool_calls(parsed, self._where))
+        return events
 
-    def _events(
-        self, text: str, logprobs: tuple[TokenLogprob, ...], calls: list[ToolCallDelta]
-    ) -> list[StreamEvent]:
+    def _read(self, body: Mapping[str, Any], *, streamed: bool) -> list[StreamEvent]:
+        where = self._where
         events: list[StreamEvent] = []
-        if text or logprobs:
-            events.append(TextDelta(text, logprobs))
-        events.extend(calls)
-        self._deltas += bool(events)
+        for index, item in choice.choices(body, where, self._n):
+            self._seen.add(index)
+            text, finish = choice.text(item, where)
+            if finish is not None or not streamed:
+                self._reasons[index] = finish_reason(finish)
+                if index == 0:
+                    self._stop = choice.stop_sequence(item, self._stops)
+            logprobs = choice.logprobs(item, where)
+            calls = choice.tool_calls(item, where, streamed=streamed)
+            mine: list[StreamEvent] = []
+            if text or logprobs:
+                mine.append(TextDelta(text, logprobs, index))
+            mine.extend(replace(c, choice=index) if index else c for c in calls)
+            self._deltas += bool(mine)
+            events.extend(mine)
         return events
 
     def finish(self) -> Finished:
-        """The last event; an upstream that closed before ``[DONE]`` or a finish_reason broke
-        off, and that is an error, not a short answer."""
-        if self._reason is None and not self.done:
+        """The last event; an upstream that closed before ``[DONE]`` or every choice's
+        finish_reason broke off, and that is an error, not a short answer."""
+        if len(self._reasons) < self._n and not self.done:
             raise UpstreamError(f"{self._where} ended the stream before it was complete")
+        if self._n > 1 and len(self._seen) < self._n:  # it ignored n: never a silent loss
+            raise UpstreamError(
+                f"{self._where} answered {len(self._seen)} of the {self._n} choices asked for "
+                "(it may not support n)"
+            )
         usage = self._usage or Usage(self._prompt_estimate, self._deltas)
-        return Finished(self._reason or "stop", usage)
+        reasons = tuple(self._reasons.get(i, "stop") for i in range(self._n))
+        return Finished(reasons[0], usage, reasons if self._n > 1 else (), self._stop)
 
 
 def embeddings(body: bytes, texts: Sequence[str], where: str) -> EmbeddingResult:

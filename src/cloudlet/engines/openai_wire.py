@@ -25,6 +25,8 @@ def generation_body(request: GenerationRequest, upstream_model: str) -> dict[str
         body["prompt"] = request.prompt
     if request.max_tokens is not None:
         body["max_tokens"] = request.max_tokens
+    if request.n > 1:
+        body["n"] = request.n
     if request.stop:
         body["stop"] = list(request.stop)
     s = request.sampling

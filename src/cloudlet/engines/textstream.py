@@ -27,21 +27,23 @@ class StopScanner:
 
     ``feed`` returns the text that is safe to emit now and whether a stop string was hit. Text
     that could be the start of a stop string is held back until it is decided; the stop string
-    itself is never emitted (OpenAI semantics).
+    itself is never emitted (OpenAI semantics); :attr:`hit` says which one it was.
     """
 
     def __init__(self, stops: Sequence[str]) -> None:
         self._stops = [s for s in stops if s]
         self._held = ""
+        self.hit: str | None = None  # the stop string found (the earliest in the text)
 
     def feed(self, text: str) -> tuple[str, bool]:
         if not self._stops:
             return text, False
         buf = self._held + text
-        hits = [i for i in (buf.find(s) for s in self._stops) if i >= 0]
+        hits = [(i, s) for s, i in ((s, buf.find(s)) for s in self._stops) if i >= 0]
         if hits:
             self._held = ""
-            return buf[: min(hits)], True
+            at, self.hit = min(hits, key=lambda hit: hit[0])
+            return buf[:at], True
         hold = 0
         for stop in self._stops:
             for k in range(min(len(stop) - 1, len(buf)), hold, -1):

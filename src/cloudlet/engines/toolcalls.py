@@ -9,9 +9,9 @@ The model writes each call as Hermes/Qwen do, which the grammar of
 
 Here: the messages a chat template sees (tools described in the system message when the
 template does not know tools itself, earlier calls and results written in the same format), the
-JSON schema of one call, and :class:`ToolCallStream`, which turns the generated text back into
+JSON schema of one call, and :class:`ToolCallParser`, which turns the generated text back into
 :class:`~cloudlet.domain.ToolCallDelta` events while it streams (id and name once, then the
-arguments in pieces).
+arguments in pieces; the batched engine's stream runs one per choice).
 """
 
 from __future__ import annotations
@@ -19,14 +19,10 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections import deque
-from collections.abc import AsyncIterator
 from typing import Any
 
 from cloudlet.domain import (
     ChatMessage,
-    Finished,
-    GenerationEvent,
     GenerationRequest,
     TextDelta,
     Tool,
@@ -263,36 +259,3 @@ def _open_prefix(text: str) -> int:
         if text.endswith(OPEN[:k]):
             return k
     return 0
-
-
-class ToolCallStream:
-    """Wraps an engine's event stream: text that is calls becomes :class:`ToolCallDelta`\\ s,
-    and a generation that made calls finishes with ``tool_calls``. Closing it closes the
-    engine's stream (which cancels the generation)."""
-
-    def __init__(self, events: AsyncIterator[GenerationEvent]) -> None:
-        self._events = events
-        self._parser = ToolCallParser()
-        self._pending: deque[GenerationEvent] = deque()
-
-    def __aiter__(self) -> ToolCallStream:
-        return self
-
-    async def __anext__(self) -> GenerationEvent:
-        while not self._pending:
-            event = await self._events.__anext__()
-            if isinstance(event, TextDelta):
-                self._pending.extend(self._parser.feed(event))
-            elif isinstance(event, Finished):
-                self._pending.extend(self._parser.flush())
-                if event.reason == "stop" and self._parser.calls:
-                    event = Finished("tool_calls", event.usage)
-                self._pending.append(event)
-            else:
-                self._pending.append(event)
-        return self._pending.popleft()
-
-    async def aclose(self) -> None:
-        close = getattr(self._events, "aclose", None)
-        if close is not None:
-            await close()

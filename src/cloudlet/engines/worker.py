@@ -44,6 +44,8 @@ from cloudlet.domain import (
     WorkerState,
 )
 from cloudlet.engines.openai_remote import OpenAIEngine
+from cloudlet.engines.openai_reply import parse_json, status_error
+from cloudlet.engines.openai_wire import generation_body
 from cloudlet.engines.worker_process import TOKEN_ENV, Backoff, WorkerProcess
 from cloudlet.errors import EngineUnavailable, UpstreamError, UpstreamRateLimited
 
@@ -52,6 +54,7 @@ _STATS_FIELDS = frozenset(f.name for f in dataclasses.fields(EngineStats))
 POLL_S = 1.0
 HUNG_AFTER = 30  # failed polls in a row (with a live process) before the worker is killed
 _TIMEOUTS = TimeoutsSpec(connect_s=5.0, first_token_s=86_400.0, read_s=600.0)
+TOKENIZE_TIMEOUT_S = 60.0  # the worker's own bound on preparing a prompt is 30 s
 
 
 class WorkerEngine:
@@ -72,6 +75,7 @@ class WorkerEngine:
         self._client: OpenAIEngine | None = None
         self._remote = EngineStats(capacity=spec.parallel or 1)
         self._poller: asyncio.Task[None] | None = None
+        self._token = ""
 
     @property
     def info(self) -> ModelInfo:
@@ -86,6 +90,7 @@ class WorkerEngine:
             self.spec, run_dir=self._run_dir, token=token, backoff=self._backoff
         )
         self._process = process
+        self._token = token
         client = OpenAIEngine(
             ModelSpec(
                 name=self.spec.name,
@@ -165,6 +170,28 @@ class WorkerEngine:
             raise
         except UpstreamError as exc:
             raise self._down() from exc
+
+    async def count_tokens(self, request: GenerationRequest) -> list[int]:
+        """The prompt's tokens as the worker's model evaluates them (its ``/tokenize``, sent
+        the same body as a generation, so the same template renders the same prompt)."""
+        process = self._process
+        if process is None or not self.is_up():
+            raise self._down()
+        where = f"the worker of model {self.spec.name!r}"
+        body = generation_body(request, self.spec.name)
+        async with self._stats_client(process, self._token) as client:
+            try:
+                response = await client.post(
+                    "http://worker/tokenize", json=body, timeout=TOKENIZE_TIMEOUT_S
+                )
+            except httpx.HTTPError as exc:
+                raise self._down() from exc
+        if response.status_code != 200:
+            raise status_error(response.status_code, response.content, response.headers, where)
+        tokens = parse_json(response.content, where, "the body").get("tokens")
+        if not isinstance(tokens, list) or not all(type(t) is int for t in tokens):
+            raise UpstreamError(f"{where} sent a malformed reply (tokens is not a list)")
+        return tokens
 
     def stats(self) -> EngineStats:
         """The worker's polled statistics, with the load counted here (see the module

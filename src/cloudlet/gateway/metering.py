@@ -180,7 +180,7 @@ def within_bound(usage: Usage, request: GenerationRequest, target: Target) -> Us
     """``usage`` capped at what was reserved for it: the prompt's token bound and the
     completion's ``max_tokens``. An upstream that reports more is wrong (or lying); charging
     more than the hold would let a budget be overspent."""
-    completion_limit = request.max_tokens or target.options.max_tokens_default
+    completion_limit = request.completion_bound(target.options.max_tokens_default)
     prompt = min(usage.prompt_tokens, prompt_token_bound(request))
     completion = min(usage.completion_tokens, completion_limit)
     if (prompt, completion) != (usage.prompt_tokens, usage.completion_tokens):

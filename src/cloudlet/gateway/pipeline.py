@@ -130,7 +130,10 @@ class Pipeline:
             targets = self._admit_model(life.tenant or Tenant.anonymous(), request.model)
             self._check_images(request, targets)
             request = self.gateway.bounded(request)  # before any money arithmetic
-            life.max_tokens = request.max_tokens or self.gateway.max_tokens_default(request.model)
+            # Every choice may generate max_tokens: n of them are reserved (and capped).
+            life.max_tokens = request.completion_bound(
+                self.gateway.max_tokens_default(request.model)
+            )
             life.prompt_bound = prompt_token_bound(request)
             await self._admit(life, request, targets)
         except CloudletError as exc:

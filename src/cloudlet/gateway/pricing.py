@@ -25,8 +25,8 @@ def cost(price: PriceSpec, usage: Usage) -> Money:
 def worst_case(price: PriceSpec, request: GenerationRequest, max_tokens_default: int) -> Money:
     """What to reserve before the call: an upper bound of the prompt's tokens (from its UTF-8
     length, see :func:`~cloudlet.domain.tokens.prompt_token_bound`) plus every token
-    it may generate."""
-    completion = request.max_tokens or max_tokens_default
+    it may generate, in each of its ``n`` choices."""
+    completion = request.completion_bound(max_tokens_default)
     return price_of(price).worst_case(prompt_token_bound(request), completion)
 
 

@@ -1,10 +1,11 @@
 """``cloudlet deploy --render``: the spec a user runs on a laptop, as plain manifests.
 
 A pure function from (spec, settings) to a list of manifest dicts, in apply order: the CRD, the
-operator, the gateway, one Model per model, then the autoscalers. Every problem the cluster
-would have with the spec (two models with one Kubernetes name, a literal secret) is raised as a
-:class:`~cloudlet.errors.SpecError` before anything is returned, so nothing half-rendered is
-ever printed; things worth knowing but not fatal come back as warnings.
+operator, the gateway (with its ServiceMonitor and Grafana dashboard when asked), one Model per
+model, then the autoscalers. Every problem the cluster would have with the spec (two models
+with one Kubernetes name, a literal secret) is raised as a :class:`~cloudlet.errors.SpecError`
+before anything is returned, so nothing half-rendered is ever printed; things worth knowing but
+not fatal come back as warnings.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from cloudlet.kube.autoscale import gateway_hpa, model_autoscaler
 from cloudlet.kube.crd import model_crd
 from cloudlet.kube.gateway import cluster_spec, gateway_manifests
 from cloudlet.kube.model_cr import model_resource
+from cloudlet.kube.monitoring import monitoring_manifests
 from cloudlet.kube.names import kube_names
 from cloudlet.kube.operator_manifests import operator_manifests
 from cloudlet.kube.settings import RenderSettings
@@ -80,6 +82,8 @@ def render(spec: Spec, settings: RenderSettings, *, source: str = "the spec") ->
         manifests += operator_manifests(settings)
     manifests += gateway_manifests(spec_data, settings)
     manifests.append(gateway_hpa(settings))
+    if settings.monitoring:
+        manifests += monitoring_manifests(settings, getattr(spec, "currency", "USD"))
     manifests += models
     manifests += autoscalers
     return Rendered(tuple(manifests), tuple(warnings))

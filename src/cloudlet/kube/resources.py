@@ -50,6 +50,7 @@ KINDS: Mapping[tuple[str, str], Kind] = MappingProxyType(
             ("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", True),
             ("discovery.k8s.io/v1", "EndpointSlice", "endpointslices", True),
             ("keda.sh/v1alpha1", "ScaledObject", "scaledobjects", True),
+            ("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors", True),
             (API_VERSION, KIND, PLURAL, True),
         ]
     }

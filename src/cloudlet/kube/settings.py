@@ -67,6 +67,8 @@ class RenderSettings:
     drain: DrainSettings = field(default_factory=DrainSettings)
     #: Whether to render the operator's own ServiceAccount, RBAC and Deployment.
     operator: bool = True
+    #: Whether to render a ServiceMonitor and a Grafana dashboard (kube/monitoring.py).
+    monitoring: bool = False
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import json
 
 from fastapi.testclient import TestClient
 
-from cloudlet.api.anthropic_convert import generation_request
+from cloudlet.api.anthropic_convert import generation_request, stop_reason
 from cloudlet.api.anthropic_schemas import MessagesRequest
 from cloudlet.domain import ChatMessage, ToolCall, ToolChoice
 from tests.fakes import FakeChatEngine
@@ -92,3 +92,10 @@ def test_errors_in_anthropics_shape_and_token_counts(
     assert r.status_code == 200 and r.json()["input_tokens"] > 0
     # the OpenAI paths keep OpenAI's envelope
     assert "type" not in client.post("/v1/chat/completions", json={}).json()
+
+
+def test_stop_reasons() -> None:
+    assert stop_reason("stop") == "end_turn"
+    assert stop_reason("length") == "max_tokens"
+    assert stop_reason("stop", "END") == "stop_sequence"  # the engine says which one hit
+    assert stop_reason("tool_calls", "END") == "tool_use"  # a call outranks it

@@ -19,6 +19,7 @@ def test_stop_string_is_cut_and_not_emitted() -> None:
             break
     assert "".join(emitted) == "Hello "
     assert stopped
+    assert scanner.hit == "END"
 
 
 def test_partial_stop_prefix_is_released_when_it_does_not_match() -> None:
@@ -33,8 +34,10 @@ def test_partial_stop_prefix_is_released_when_it_does_not_match() -> None:
 def test_earliest_of_several_stops_wins() -> None:
     scanner = StopScanner(["b", "a"])
     assert scanner.feed("xxab") == ("xx", True)
+    assert scanner.hit == "a"  # the one that ended the text, not the first listed
 
 
 def test_no_stops_passes_everything() -> None:
     scanner = StopScanner([])
     assert scanner.feed("anything") == ("anything", False)
+    assert scanner.hit is None

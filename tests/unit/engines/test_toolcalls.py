@@ -8,8 +8,6 @@ import pytest
 
 from cloudlet.domain import (
     ChatMessage,
-    Finished,
-    GenerationEvent,
     GenerationRequest,
     ModelId,
     TextDelta,
@@ -17,9 +15,8 @@ from cloudlet.domain import (
     ToolCall,
     ToolCallDelta,
     ToolChoice,
-    Usage,
 )
-from cloudlet.engines.toolcalls import ToolCallParser, ToolCallStream, call_schema, template_input
+from cloudlet.engines.toolcalls import ToolCallParser, call_schema, template_input
 
 WEATHER = Tool(
     "get_weather",
@@ -75,21 +72,6 @@ def test_text_passes_through_and_a_call_after_it_is_found() -> None:
 def test_text_that_only_looks_like_the_start_of_a_call_is_released_at_the_end() -> None:
     text, calls = joined(parse(["Use the <tool", "_ca"]))
     assert (text, calls) == ("Use the <tool_ca", [])
-
-
-async def test_stream_finishes_with_tool_calls_only_when_a_call_was_made() -> None:
-    async def events(pieces: list[str]) -> list[GenerationEvent]:
-        async def source():  # type: ignore[no-untyped-def]
-            for p in pieces:
-                yield TextDelta(p)
-            yield Finished("stop", Usage(3, 4))
-
-        return [e async for e in ToolCallStream(source())]
-
-    with_call = await events([CALLS])
-    assert with_call[-1] == Finished("tool_calls", Usage(3, 4))
-    plain = await events(["hello"])
-    assert plain == [TextDelta("hello"), Finished("stop", Usage(3, 4))]
 
 
 def request(choice: ToolChoice, messages: tuple[ChatMessage, ...]) -> GenerationRequest:

@@ -4,6 +4,7 @@ budget settled to the nanos, prices read once per TTL, request ids in time order
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from cloudlet.config import Spec
 from cloudlet.counters.base import BudgetState, Limits, Reservation
 from cloudlet.counters.memory import MemoryCounters
 from cloudlet.domain import ChatMessage, EngineStats, GenerationRequest, TextDelta
+from cloudlet.domain.tokens import prompt_token_bound
 from cloudlet.errors import EngineUnavailable
 from cloudlet.gateway import Gateway
 from cloudlet.gateway.accounting import Accounting
@@ -28,7 +30,7 @@ from cloudlet.gateway.prices import STATS_TTL_S, Prices
 from cloudlet.gateway.tenancy import Tenancy
 from cloudlet.ledger.store import Ledger
 from cloudlet.ledger.tables import usage
-from cloudlet.pricing import Money
+from cloudlet.pricing import Money, Price
 from tests.fakes import FakeChatEngine
 
 SPEC = """
@@ -123,6 +125,25 @@ async def test_a_finished_request_is_one_row_and_settles_its_budget(world: World
     assert str(row["request_id"]).startswith("req-")
     state = await world.budget()
     assert state.held == Money.zero() and state.spent == Money(Decimal("0.008"))
+
+
+async def test_n_choices_reserve_and_charge_every_choice(world: World) -> None:
+    request = dataclasses.replace(HI, n=3)
+    price = Price(Decimal(1000), Decimal(2000))
+    generation = await world.pipeline.generate(world.key, request)
+    # Held while it runs: the prompt's bound once, and max_tokens for each of the 3 choices.
+    held = (await world.budget()).held
+    assert held == price.worst_case(prompt_token_bound(request), 3 * 8)
+    assert held.amount > price.worst_case(prompt_token_bound(request), 8).amount
+    events = [event async for event in generation.events]
+    assert sorted({e.choice for e in events if isinstance(e, TextDelta)}) == [0, 1, 2]
+    (row,) = await world.rows()
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (2, 9)  # the prompt once
+    charged = price.cost(2, 9)
+    assert row["cost_nanos"] == charged.nanos
+    assert charged.amount <= held.amount  # never more than was held
+    state = await world.budget()
+    assert state.held == Money.zero() and state.spent == charged
 
 
 async def test_a_stream_the_client_leaves_is_one_cancelled_row(world: World) -> None:

@@ -151,7 +151,11 @@ async def usage(
     }
 
 
-@router.get("/requests/{request_id}", summary="A request's ledger row, by its x-request-id")
+@router.get(
+    "/requests/{request_id}",
+    responses={404: {**ERROR_RESPONSES[404], "description": "No ledger row has this id"}},
+    summary="A request's ledger row, by its x-request-id",
+)
 async def request_row(request_id: str, ledger: LedgerDep) -> dict[str, Any]:
     """The row of the request whose response carried ``x-request-id: request_id`` (the
     client's own id finds every request that sent it). 404 when there is none: a row is

@@ -13,9 +13,10 @@ from cloudlet.api import convert, sse
 from cloudlet.api.errors import ERROR_RESPONSES
 from cloudlet.api.routes.deps import (
     ArrivalDep,
+    Collected,
     PipelineDep,
     TokenDep,
-    collect_all,
+    collect_choices,
     finish_reason,
     new_id,
     now,
@@ -110,32 +111,26 @@ async def chat_completions(
     request = convert.chat_request(body)
     generation = await pipeline.generate(token, request, arrival, stream=bool(body.stream))
     events, where = generation.events, where_headers(generation.target, generation.spilled)
-    rid, created = new_id("chatcmpl"), now()
+    rid, created, n = new_id("chatcmpl"), now(), request.n
     if not body.stream:
-        whole = await collect_all(events)
-        calls = tool_calls_out(whole.tool_calls)
+        choices = await collect_choices(events, n)
         completion = ChatCompletion(
             id=rid,
             created=created,
             model=body.model,
-            choices=[
-                ChatChoice(
-                    message=AssistantMessage(
-                        content=whole.text if whole.text or not calls else None,
-                        tool_calls=calls,
-                    ),
-                    finish_reason=cast(ChatFinish, finish_reason(whole.done)),
-                    logprobs=logprobs_out(whole.logprobs) if request.logprobs else None,
-                )
-            ],
-            usage=usage_out(whole.done.usage),
+            choices=[_choice(i, whole, request.logprobs) for i, whole in enumerate(choices)],
+            usage=usage_out(choices[0].done.usage),
         )
         return json_response(completion, where)
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
     def chunk(
-        delta: Delta, reason: str | None = None, logprobs: ChoiceLogprobs | None = None
+        choice: int,
+        delta: Delta,
+        reason: str | None = None,
+        logprobs: ChoiceLogprobs | None = None,
+        stop: str | None = None,
     ) -> ChatCompletionChunk:
         return ChatCompletionChunk(
             id=rid,
@@ -143,17 +138,24 @@ async def chat_completions(
             model=body.model,
             choices=[
                 ChunkChoice(
-                    delta=delta, finish_reason=cast(ChatFinish | None, reason), logprobs=logprobs
+                    index=choice,
+                    delta=delta,
+                    finish_reason=cast(ChatFinish | None, reason),
+                    logprobs=logprobs,
+                    stop_reason=stop,
                 )
             ],
         )
 
     def on_text(event: TextDelta) -> ChatCompletionChunk:
         logprobs = logprobs_out(event.logprobs) if request.logprobs else None
-        return chunk(Delta(content=event.text), logprobs=logprobs)
+        return chunk(event.choice, Delta(content=event.text), logprobs=logprobs)
 
     def on_finish(done: Finished) -> list[BaseModel]:
-        out: list[BaseModel] = [chunk(Delta(), finish_reason(done))]
+        out: list[BaseModel] = [
+            chunk(i, Delta(), finish_reason(done, i), stop=done.stop_sequence if i == 0 else None)
+            for i in range(n)
+        ]
         if include_usage:
             out.append(
                 ChatCompletionChunk(
@@ -171,9 +173,22 @@ async def chat_completions(
             events,
             on_text=on_text,
             on_finish=on_finish,
-            first=[chunk(Delta(role="assistant", content=""))],
-            on_tool=lambda event: chunk(Delta(tool_calls=[tool_delta_out(event)])),
+            first=[chunk(i, Delta(role="assistant", content="")) for i in range(n)],
+            on_tool=lambda event: chunk(event.choice, Delta(tool_calls=[tool_delta_out(event)])),
         ),
         media_type="text/event-stream",
         headers={**sse.HEADERS, **where},
+    )
+
+
+def _choice(index: int, whole: Collected, logprobs: bool) -> ChatChoice:
+    calls = tool_calls_out(whole.tool_calls)
+    return ChatChoice(
+        index=index,
+        message=AssistantMessage(
+            content=whole.text if whole.text or not calls else None, tool_calls=calls
+        ),
+        finish_reason=cast(ChatFinish, finish_reason(whole.done)),
+        logprobs=logprobs_out(whole.logprobs) if logprobs else None,
+        stop_reason=whole.done.stop_sequence,
     )

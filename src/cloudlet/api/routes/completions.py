@@ -16,7 +16,7 @@ from cloudlet.api.routes.deps import (
     ArrivalDep,
     PipelineDep,
     TokenDep,
-    collect_all,
+    collect_choices,
     finish_reason,
     new_id,
     now,
@@ -41,58 +41,65 @@ async def completions(
         token, request, arrival, operation="text_completion", stream=bool(body.stream)
     )
     events, where = generation.events, where_headers(generation.target, generation.spilled)
-    rid, created = new_id("cmpl"), now()
+    rid, created, n = new_id("cmpl"), now(), request.n
     echo = (request.prompt or "") if body.echo else ""
 
-    def make(
+    def choice(
+        index: int,
         text: str,
         reason: str | None,
-        done: Finished | None = None,
         logprobs: Sequence[TokenLogprob] = (),
         offset: int = 0,
-    ) -> Completion:
-        return Completion(
-            id=rid,
-            created=created,
-            model=body.model,
-            choices=[
-                CompletionChoice(
-                    text=text,
-                    finish_reason=cast(Literal["stop", "length"] | None, reason),
-                    logprobs=_logprobs(logprobs, offset) if request.logprobs else None,
-                )
-            ],
-            usage=usage_out(done.usage) if done is not None else None,
+        stop: str | None = None,
+    ) -> CompletionChoice:
+        return CompletionChoice(
+            index=index,
+            text=text,
+            finish_reason=cast(Literal["stop", "length"] | None, reason),
+            logprobs=_logprobs(logprobs, offset) if request.logprobs else None,
+            stop_reason=stop,
         )
+
+    def make(choices: list[CompletionChoice], done: Finished | None = None) -> Completion:
+        usage = usage_out(done.usage) if done is not None else None
+        return Completion(id=rid, created=created, model=body.model, choices=choices, usage=usage)
 
     if not body.stream:
-        whole = await collect_all(events)
-        done = whole.done
-        return json_response(
-            make(echo + whole.text, finish_reason(done), done, whole.logprobs, len(echo)), where
-        )
-    sent = len(echo)
+        wholes = await collect_choices(events, n)
+        made = [
+            choice(
+                i,
+                echo + w.text,
+                finish_reason(w.done),
+                w.logprobs,
+                len(echo),
+                w.done.stop_sequence,
+            )
+            for i, w in enumerate(wholes)
+        ]
+        return json_response(make(made, wholes[0].done), where)
+    sent = [len(echo)] * n  # characters of each choice sent so far: logprobs' offsets
 
     def on_text(delta: TextDelta) -> Completion:
-        nonlocal sent
-        chunk = make(delta.text, None, logprobs=delta.logprobs, offset=sent)
-        sent += len(delta.text)
-        return chunk
+        at = sent[delta.choice]
+        sent[delta.choice] += len(delta.text)
+        return make([choice(delta.choice, delta.text, None, delta.logprobs, at)])
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
     def on_finish(done: Finished) -> list[BaseModel]:
-        last = make("", finish_reason(done))
+        stops = [done.stop_sequence] + [None] * (n - 1)
+        lasts = [make([choice(i, "", finish_reason(done, i), stop=stops[i])]) for i in range(n)]
         if include_usage:
-            last.usage = usage_out(done.usage)
-        return [last]
+            lasts[-1].usage = usage_out(done.usage)
+        return list(lasts)
 
     return StreamingResponse(
         sse.stream_events(
             events,
             on_text=on_text,
             on_finish=on_finish,
-            first=[make(echo, None)] if echo else None,
+            first=[make([choice(i, echo, None)]) for i in range(n)] if echo else None,
         ),
         media_type="text/event-stream",
         headers={**sse.HEADERS, **where},

@@ -60,7 +60,8 @@ def now() -> int:
 
 @dataclass
 class Collected:
-    """A whole generation: its text, tool calls (in order), log-probabilities, last event."""
+    """A whole choice: its text, tool calls (in order), log-probabilities, and how it ended
+    (``done``: the generation's usage, the choice's own reason and stop string)."""
 
     text: str
     done: Finished
@@ -69,23 +70,35 @@ class Collected:
 
 
 async def collect_all(events: AsyncGenerator[GenerationEvent, None]) -> Collected:
-    """Drain a stream (non-streaming responses); tool-call pieces are joined per index."""
-    parts: list[str] = []
-    logprobs: list[TokenLogprob] = []
-    calls: dict[int, list[str]] = {}  # index -> [id, name, arguments...]
+    """Drain a stream of one choice (non-streaming responses)."""
+    return (await collect_choices(events, 1))[0]
+
+
+async def collect_choices(events: AsyncGenerator[GenerationEvent, None], n: int) -> list[Collected]:
+    """Drain a stream of ``n`` choices; tool-call pieces are joined per choice and index."""
+    parts: list[list[str]] = [[] for _ in range(n)]
+    logprobs: list[list[TokenLogprob]] = [[] for _ in range(n)]
+    calls: list[dict[int, list[str]]] = [{} for _ in range(n)]  # index -> [id, name, args...]
     try:
         async for event in events:
             if isinstance(event, TextDelta):
-                parts.append(event.text)
-                logprobs.extend(event.logprobs)
+                parts[event.choice].append(event.text)
+                logprobs[event.choice].extend(event.logprobs)
             elif isinstance(event, Finished):
-                tool_calls = [
-                    ToolCall(id=c[0], name=c[1], arguments="".join(c[2:]))
-                    for _, c in sorted(calls.items())
+                return [
+                    Collected(
+                        "".join(parts[i]),
+                        _choice_end(event, i),
+                        [
+                            ToolCall(id=c[0], name=c[1], arguments="".join(c[2:]))
+                            for _, c in sorted(calls[i].items())
+                        ],
+                        logprobs[i],
+                    )
+                    for i in range(n)
                 ]
-                return Collected("".join(parts), event, tool_calls, logprobs)
             else:
-                call = calls.setdefault(event.index, ["", ""])
+                call = calls[event.choice].setdefault(event.index, ["", ""])
                 if event.id:
                     call[0] = event.id
                 if event.name:
@@ -96,6 +109,14 @@ async def collect_all(events: AsyncGenerator[GenerationEvent, None]) -> Collecte
     raise RuntimeError("engine stream ended without a Finished event")
 
 
-def finish_reason(event: Finished) -> str:
-    """OpenAI's finish_reason (a cancelled generation never reaches a client)."""
-    return event.reason if event.reason in ("length", "tool_calls") else "stop"
+def _choice_end(done: Finished, choice: int) -> Finished:
+    if not done.choices:
+        return done
+    stop = done.stop_sequence if choice == 0 else None
+    return Finished(done.reason_of(choice), done.usage, stop_sequence=stop)
+
+
+def finish_reason(event: Finished, choice: int = 0) -> str:
+    """OpenAI's finish_reason of a choice (a cancelled generation never reaches a client)."""
+    reason = event.reason_of(choice)
+    return reason if reason in ("length", "tool_calls") else "stop"

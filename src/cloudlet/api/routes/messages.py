@@ -27,6 +27,7 @@ from cloudlet.api.anthropic_schemas import (
 from cloudlet.api.errors import ERROR_RESPONSES, anthropic_error_body
 from cloudlet.api.routes.chat import json_response, where_headers
 from cloudlet.api.routes.deps import ArrivalDep, PipelineDep, TokenDep, collect_all, new_id
+from cloudlet.api.routes.tokenize import exact_tokens
 from cloudlet.domain import Finished, GenerationEvent, TextDelta
 from cloudlet.domain.tokens import estimate_prompt_tokens, estimate_tokens
 from cloudlet.errors import CloudletError
@@ -59,11 +60,13 @@ async def messages(
             for c in whole.tool_calls
         ]
         usage = whole.done.usage
+        reason = convert.stop_reason(whole.done.reason, whole.done.stop_sequence)
         message = MessageOut(
             id=mid,
             model=body.model,
             content=content,
-            stop_reason=convert.stop_reason(whole.done.reason),
+            stop_reason=reason,
+            stop_sequence=whole.done.stop_sequence if reason == "stop_sequence" else None,
             usage=UsageOut(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens),
         )
         return json_response(message, where)
@@ -104,7 +107,9 @@ async def _stream(
                     "input_tokens": event.usage.prompt_tokens,
                     "output_tokens": event.usage.completion_tokens,
                 }
-                end = {"stop_reason": convert.stop_reason(event.reason), "stop_sequence": None}
+                reason = convert.stop_reason(event.reason, event.stop_sequence)
+                stop = event.stop_sequence if reason == "stop_sequence" else None
+                end = {"stop_reason": reason, "stop_sequence": stop}
                 yield _event("message_delta", {"delta": end, "usage": usage})
                 yield _event("message_stop", {})
                 return
@@ -145,10 +150,15 @@ async def _stream(
     "/v1/messages/count_tokens",
     response_model=TokenCount,
     responses=ERROR_RESPONSES,
-    summary="Count a message's input tokens (an estimate: ~4 characters a token)",
+    summary="Count a message's input tokens (exact on local models)",
 )
 async def count_tokens(body: CountTokensRequest, pipeline: PipelineDep, token: TokenDep) -> Any:
+    """A local model counts with its own tokenizer and chat template, the prompt a
+    ``messages.create`` of the same input evaluates; a remote one is estimated (~4
+    characters a token, the tools' JSON included)."""
     request = convert.count_request(body)
-    await pipeline.check(token, request.model)
+    tokens = await exact_tokens(pipeline, token, request)
+    if tokens is not None:
+        return TokenCount(input_tokens=len(tokens))
     tools = sum(estimate_tokens(json.dumps(t.as_wire_dict())) for t in request.tools)
     return TokenCount(input_tokens=estimate_prompt_tokens(request) + tools)

@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from cloudlet.api import responses_convert as convert
 from cloudlet.api import sse
@@ -89,6 +89,28 @@ async def create_response(
         media_type="text/event-stream",
         headers={**sse.HEADERS, **where},
     )
+
+
+@router.get(
+    "/v1/responses/{response_id}",
+    response_model=ResponseObject,
+    responses=ERROR_RESPONSES,
+    summary="Retrieve a stored model response (OpenAI Responses API)",
+)
+async def retrieve_response(
+    response_id: str, raw: Request, pipeline: PipelineDep, token: TokenDep
+) -> Any:
+    """A response created with ``store``, for the key that created it; for any other key it
+    is unknown (the same 404 as an id never used)."""
+    store = _store(raw)
+    if store is None:
+        raise InvalidRequest(
+            "retrieving a response needs stored responses, and this server has no ledger"
+        )
+    stored = await store.load(await pipeline.tenant(token), response_id)
+    if stored is None:
+        raise ResponseNotFound(response_id, param=None)
+    return JSONResponse(stored.response)
 
 
 async def _save(

@@ -1,0 +1,141 @@
+"""Where a gateway request's time goes: py-spy samples a running ``cloudlet serve`` under load.
+
+The same fixed-answer upstream as ``bench_gateway.py`` (nginx), one cloudlet process (routing
+only, or with an API key, limits and a SQLite ledger), ``wrk`` at 32 clients; py-spy samples
+the server's Python stacks meanwhile. The report is the share of samples per function (self
+time) and per request-path stage (inclusive time of a few cloudlet and framework functions).
+``--tree DIR`` profiles another checkout (a git worktree of an older revision) for a before /
+after comparison.
+
+    python benchmarks/profile_gateway.py [--keys] [--seconds 15] [--tree DIR] [--top 25]
+
+Needs py-spy (``pip install py-spy``), wrk and nginx. Run as root or with ptrace allowed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_gateway import KEY, free_port, machine, running, tenant_key, upstream, wrk
+
+#: Inclusive-time probes: (label, substring of a frame "function (file)").
+STAGES = [
+    ("uvicorn / h11-httptools parsing and writing", "httptools_impl.py"),
+    ("Starlette + FastAPI routing and dependencies", "fastapi/routing.py"),
+    ("request body validation (pydantic)", "_validate_inputs"),
+    ("pipeline: tenancy, admission, accounting", "pipeline.py"),
+    ("router: plan, attempts", "router.py"),
+    ("upstream client (httpx/httpcore)", "httpcore"),
+    ("upstream reply parsing (SSE)", "openai_reply.py"),
+    ("metering + the request's record", "metering.py"),
+    ("record: life.close and sinks", "life.py"),
+    ("ledger writer (batched inserts)", "writer.py"),
+    ("response serialization", "model_dump_json"),
+    ("asyncio event loop itself (select, callbacks)", "base_events.py"),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--keys", action="store_true", help="API key, limits and a ledger")
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--tree", type=Path, default=None, help="checkout to run (default: this)")
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    args = parser.parse_args()
+    for tool in ("py-spy", "wrk"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is needed")
+    with tempfile.TemporaryDirectory(prefix="profile-gateway-") as name:
+        tmp = Path(name)
+        with upstream(tmp) as (_, sse_base):
+            port = free_port()
+            spec = tmp / "cloudlet.yaml"
+            storage = "null" if args.keys else "off"
+            spec.write_text(
+                f"server: {{log_level: warning}}\nstorage: {{ledger: {storage}}}\n"
+                "models:\n  - name: bench\n    engine: openai\n"
+                f"    url: {sse_base}\n    upstream_model: bench-model\n"
+                "    health_check: {interval_s: 0}\n"
+            )
+            env = {"CLOUDLET_ADMIN_KEY": KEY, "XDG_DATA_HOME": str(tmp / "data")}
+            if args.tree is not None:
+                env["PYTHONPATH"] = str(args.tree.resolve() / "src")
+            command = [sys.executable, "-m", "cloudlet", "serve", "--config", str(spec)]
+            command += ["--port", str(port)]
+            url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            with running(command, f"http://127.0.0.1:{port}/ready", tmp / "serve.log", env):
+                key = tenant_key(url) if args.keys else KEY
+                wrk(url, 8, 2, tmp, key)  # warm-up
+                pid = _server_pid(port)
+                raw = tmp / "profile.txt"
+                spy = subprocess.Popen(
+                    ["py-spy", "record", "--pid", str(pid), "--duration", str(args.seconds),
+                     "--rate", str(args.rate), "--format", "raw", "--output", str(raw),
+                     "--nonblocking"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                result: list[tuple[float, float, int]] = []
+                load = threading.Thread(
+                    target=lambda: result.append(wrk(url, 32, args.seconds, tmp, key))
+                )
+                load.start()
+                load.join()
+                spy.wait()
+        print(_report(raw, args, result[0][1] if result else 0.0))
+
+
+def _server_pid(port: int) -> int:
+    """The pid listening on ``port`` (the cloudlet serve process)."""
+    out = subprocess.run(
+        ["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    return int(out.split("pid=")[1].split(",")[0])
+
+
+def _report(raw: Path, args: argparse.Namespace, rps: float) -> str:
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        if frames:
+            own[frames[-1]] += count
+        seen = set()
+        for label, probe in STAGES:
+            if label not in seen and any(probe in f for f in frames):
+                inclusive[label] += count
+                seen.add(label)
+    tree = str(args.tree) if args.tree else "this tree"
+    lines = [
+        f"profile of {tree}, {'keys + ledger' if args.keys else 'routing only'}, "
+        f"{args.seconds} s at 32 clients ({rps:.0f} req/s) on {machine()}; "
+        f"{total} samples at {args.rate} Hz (idle samples included)",
+        "",
+        "| stage (inclusive) | share of samples |",
+        "|---|---:|",
+        *(f"| {label} | {inclusive[label] / total:.1%} |" for label, _ in STAGES if total),
+        "",
+        "| function (self time) | share |",
+        "|---|---:|",
+        *(f"| `{name[:110]}` | {n / total:.1%} |" for name, n in own.most_common(args.top)),
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("COLUMNS", "200")
+    main()
