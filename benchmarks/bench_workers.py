@@ -125,7 +125,7 @@ def main() -> None:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree),
                         args.baseline_rev], check=True)  # fmt: skip
         try:
-            with gateway.upstream(tmp) as (json_base, sse_base):
+            with gateway.upstream(tmp) as (json_base, sse_base, _receiver):
                 spec = tmp / "cloudlet.yaml"
                 spec.write_text(spec_text(model, sse_base))
                 sides = {"workers (this tree)": None, f"in-process @{args.baseline_rev}": tree}

@@ -35,11 +35,11 @@ STAGES = [
     ("request body validation (pydantic)", "_validate_inputs"),
     ("pipeline: tenancy, admission, accounting", "pipeline.py"),
     ("router: plan, attempts", "router.py"),
-    ("upstream client (httpx/httpcore)", "httpcore"),
+    ("upstream client (aiohttp)", "aiohttp/"),
     ("upstream reply parsing (SSE)", "openai_reply.py"),
     ("metering + the request's record", "metering.py"),
     ("record: life.close and sinks", "life.py"),
-    ("ledger writer (batched inserts)", "writer.py"),
+    ("ledger writer (batched inserts)", "ledger/writer.py"),
     ("response serialization", "model_dump_json"),
     ("asyncio event loop itself (select, callbacks)", "base_events.py"),
 ]
@@ -58,7 +58,7 @@ def main() -> None:
             sys.exit(f"{tool} is needed")
     with tempfile.TemporaryDirectory(prefix="profile-gateway-") as name:
         tmp = Path(name)
-        with upstream(tmp) as (_, sse_base):
+        with upstream(tmp) as (_, sse_base, _receiver):
             port = free_port()
             spec = tmp / "cloudlet.yaml"
             storage = "null" if args.keys else "off"

@@ -116,9 +116,9 @@ class ClusterEngine(OpenAIEngine):
             self._connect(pod)
 
     def _connect(self, pod: PodReplica) -> None:
-        if pod.transports is None and self._started:
-            new_pool = self._new_pool
-            pod.transports = new_pool() if new_pool is not None else None
+        if pod.session is None and self._started:
+            new_session = self._new_session
+            pod.session = new_session() if new_session is not None else None
 
     async def close(self) -> None:
         self._started = False
@@ -156,9 +156,9 @@ class ClusterEngine(OpenAIEngine):
         idle = [p for p in self._retired if p.outstanding == 0]
         self._retired = [p for p in self._retired if p.outstanding > 0]
         for pod in idle:
-            transports, pod.transports = pod.transports, None
-            if transports is not None:
-                await transports.aclose()
+            session, pod.session = pod.session, None
+            if session is not None:
+                await session.close()
 
     async def wake(self, *, wait: bool) -> bool:
         """True once a pod is ready. Without one, ask for a scale-up; with ``wait``, hold the

@@ -1,65 +1,55 @@
-"""Single-connection httpx transports, lent out one per request: the remote engine's pool.
+"""The remote engine's connections: one aiohttp session per replica, on the request path.
 
-Why not one ``AsyncClient`` with a pool of many connections: httpcore's pool scans every
-connection (and asks each idle one's socket whether it is readable) whenever a request is queued
-or a response closed, so its cost per request grows with the number of connections, and that
-grows with concurrency. Measured here against a fast upstream at 32 concurrent requests: one
-client of 32 connections made 457 requests/s, single-connection pools about 2,000 (as fast as
-one request at a time). Requests go to ``AsyncHTTPTransport.handle_async_request``, httpx's
-public transport interface, which also skips the client's per-request cookie, auth and redirect
-machinery that an upstream call has no use for. The HTTP stack is still httpx; only the choice
-of connection moves here, where it costs a list pop.
+Why aiohttp here, while the CLI and the workers' control calls use httpx: it is the gateway's
+largest per-request cost. Measured on the 2-core AMD EPYC VM against nginx returning a fixed
+streamed chat completion, one request at a time on uvloop (``/tmp`` script, CPU time of the
+client process per request, three rounds): httpx through ``AsyncHTTPTransport`` (already its
+cheapest path, no client, no pool scan) 710-800 us, aiohttp 235-250 us. httpx wraps every
+socket call in anyio cancel scopes and checkpoints and parses with the pure-Python h11;
+aiohttp parses with llhttp in C on plain asyncio streams. An earlier httpx pool of many
+connections was slower still (it scanned every connection per request), which aiohttp's
+connector does not: it keeps idle connections per host in a deque.
+
+Each session: no cookies kept, nothing from the environment (proxies, ``.netrc``), and
+redirects are refused per request (``allow_redirects=False``), so an upstream can never send
+us, and our key, elsewhere. Connect and idle-read timeouts come from the model's spec; a wait
+for a pooled connection is bounded by the replica's own slots, not here.
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
+import ssl
 from collections.abc import Callable
 
-import httpx
+import aiohttp
+import certifi
 
-Transport = httpx.AsyncHTTPTransport
+#: Longest response header line or field an upstream may send (aiohttp's default is 8 KiB;
+#: cloud gateways send long ones, such as rate-limit and tracing headers).
+MAX_HEADER_BYTES = 64 << 10
 
 
-class TransportPool:
-    """Up to ``limit`` single-connection transports for one upstream; the most recently used
-    idle one goes first, so its keep-alive connection is the warmest."""
+def session_factory(
+    *, uds: str | None, limit: int, connect_s: float, read_s: float
+) -> Callable[[], aiohttp.ClientSession]:
+    """A maker of sessions of at most ``limit`` connections each (one per replica); call it in
+    the event loop. One TLS context serves all of them: loading CA certificates is slow."""
+    tls = ssl.create_default_context(cafile=certifi.where())
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_s, sock_read=read_s)
 
-    def __init__(self, make: Callable[[], Transport], limit: int) -> None:
-        self._make = make
-        self._limit = limit
-        self._transports: list[Transport] = []
-        self._idle: list[Transport] = []
-        self._waiters: collections.deque[asyncio.Future[Transport]] = collections.deque()
+    def make() -> aiohttp.ClientSession:
+        connector: aiohttp.BaseConnector
+        if uds is not None:
+            connector = aiohttp.UnixConnector(path=uds, limit=limit)
+        else:
+            connector = aiohttp.TCPConnector(limit=limit, ssl=tls)
+        return aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+            max_line_size=MAX_HEADER_BYTES,
+            max_field_size=MAX_HEADER_BYTES,
+        )
 
-    async def take(self) -> Transport:
-        if self._idle:
-            return self._idle.pop()
-        if len(self._transports) < self._limit:
-            transport = self._make()
-            self._transports.append(transport)
-            return transport
-        waiter: asyncio.Future[Transport] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.give_back(waiter.result())  # handed over just as we were cancelled
-            else:
-                self._waiters.remove(waiter)
-            raise
-
-    def give_back(self, transport: Transport) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(transport)
-                return
-        self._idle.append(transport)
-
-    async def aclose(self) -> None:
-        transports, self._transports, self._idle = self._transports, [], []
-        for transport in transports:
-            await transport.aclose()
+    return make

@@ -11,7 +11,7 @@ the first token is raised from the stream as :class:`~cloudlet.errors.UpstreamEr
 
 The API key and ``${VAR}`` header values are read from the environment in ``start`` and live
 only in request headers: no log line, error message or stats value holds them. Each replica
-lends out single-connection clients (see :mod:`cloudlet.engines.openai_clients` for why).
+has its own aiohttp session (see :mod:`cloudlet.engines.openai_clients` for why aiohttp).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 
-import httpx
+import aiohttp
 
 from cloudlet import __version__
 from cloudlet.config import ModelSpec
@@ -33,7 +33,7 @@ from cloudlet.domain import (
     ModelId,
     ModelInfo,
 )
-from cloudlet.engines.openai_clients import TransportPool
+from cloudlet.engines.openai_clients import session_factory
 from cloudlet.engines.openai_replica import OpenAIReplica
 from cloudlet.errors import EngineUnavailable
 
@@ -67,11 +67,10 @@ class OpenAIEngine:
             capabilities=spec.capabilities,
         )
         self.upstream_model = spec.upstream_model or spec.name
-        self.post_headers = httpx.Headers()
-        self.get_headers = httpx.Headers()
-        self.timeouts: dict[str, float | None] = {}
+        self.post_headers: dict[str, str] = {}
+        self.get_headers: dict[str, str] = {}
         self._replicas = [OpenAIReplica(self, i, url) for i, url in enumerate(spec.replica_urls)]
-        self._new_pool: Callable[[], TransportPool] | None = None  # set by start
+        self._new_session: Callable[[], aiohttp.ClientSession] | None = None  # set by start
 
     @property
     def info(self) -> ModelInfo:
@@ -86,37 +85,20 @@ class OpenAIEngine:
         headers.update({k: self._resolve(v, f"headers.{k}") for k, v in self.spec.headers.items()})
         if self.spec.api_key is not None:
             headers["Authorization"] = "Bearer " + self._resolve(self.spec.api_key, "api_key")
+        # Every request carries these; identity encoding lets the stream be read as sent.
+        self.post_headers = {
+            "User-Agent": f"cloudlet/{__version__}",
+            "Accept-Encoding": "identity",
+            **headers,
+            "Content-Type": "application/json",
+        }
+        self.get_headers = {"User-Agent": f"cloudlet/{__version__}", **headers}
         t = self.spec.timeouts
-        # Each timeout set costs an anyio cancel scope around every socket call: writes (a
-        # small request body) and waits for a pooled connection are left unbounded.
-        timeout = httpx.Timeout(None, connect=t.connect_s, read=t.read_s)
-        # Every request carries these; identity encoding lets the stream be read raw.
-        self.post_headers = httpx.Headers(
-            {
-                "User-Agent": f"cloudlet/{__version__}",
-                "Accept-Encoding": "identity",
-                **headers,
-                "Content-Type": "application/json",
-            }
+        self._new_session = session_factory(
+            uds=self._uds, limit=self.spec.parallel or 256, connect_s=t.connect_s, read_s=t.read_s
         )
-        self.timeouts = timeout.as_dict()
-        self.get_headers = httpx.Headers({"User-Agent": f"cloudlet/{__version__}", **headers})
-        tls = httpx.create_ssl_context()  # one for all connections: loading CA certs is slow
-        per_replica = self.spec.parallel or 256
-
-        def make() -> httpx.AsyncHTTPTransport:
-            # No redirects are followed (an upstream cannot send us, and our key, elsewhere) and
-            # nothing comes from the environment (proxies, .netrc credentials).
-            return httpx.AsyncHTTPTransport(
-                verify=tls,
-                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-                trust_env=False,
-                uds=self._uds,
-            )
-
-        self._new_pool = lambda: TransportPool(make, per_replica)
         for replica in self._replicas:
-            replica.transports = self._new_pool()
+            replica.session = self._new_session()
 
     def _resolve(self, value: str, field: str) -> str:
         env = os.environ if self._environ is None else self._environ
@@ -134,9 +116,9 @@ class OpenAIEngine:
 
     async def close(self) -> None:
         for replica in self._replicas:
-            transports, replica.transports = replica.transports, None
-            if transports is not None:
-                await transports.aclose()
+            session, replica.session = replica.session, None
+            if session is not None:
+                await session.close()
 
     def stats(self) -> EngineStats:
         parts = [r.stats() for r in self._replicas]

@@ -7,14 +7,13 @@ it shares its model's spec, headers and upstream model name, and has its own con
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-import httpx
+import aiohttp
 
 from cloudlet.domain import (
     EmbeddingResult,
@@ -37,7 +36,6 @@ from cloudlet.errors import (
 )
 
 if TYPE_CHECKING:
-    from cloudlet.engines.openai_clients import TransportPool
     from cloudlet.engines.openai_remote import OpenAIEngine
 
 
@@ -52,11 +50,11 @@ class OpenAIReplica:
     def __init__(self, engine: OpenAIEngine, index: int, url: str) -> None:
         self._engine = engine
         self._endpoints = {
-            path: httpx.URL(url + path)
+            path: url + path
             for path in ("/chat/completions", "/completions", "/embeddings", "/models")
         }
         self.name = f"replica {index} of model {engine.spec.name!r}"
-        self.transports: TransportPool | None = None  # set by the engine's start
+        self.session: aiohttp.ClientSession | None = None  # set by the engine's start
         parallel = engine.spec.parallel
         self._slots = asyncio.Semaphore(parallel) if parallel else None
         self.outstanding = 0
@@ -88,59 +86,49 @@ class OpenAIReplica:
             requests_total=self._requests,
         )
 
-    @contextlib.asynccontextmanager
-    async def _http(self) -> AsyncIterator[httpx.AsyncHTTPTransport]:
-        """A connection of this replica's own, for the duration of one request."""
-        transports = self.transports
-        if transports is None:
+    async def _send(
+        self, path: str, body: object = None, limits: aiohttp.ClientTimeout | None = None
+    ) -> aiohttp.ClientResponse:
+        """Start a request on this replica's own connections (a POST of ``body`` as JSON, or
+        a GET without one), carrying the attempt's trace context when there is one."""
+        session = self.session
+        if session is None:
             raise EngineUnavailable(f"model {self._engine.spec.name!r} is not started")
-        transport = await transports.take()
-        try:
-            yield transport
-        finally:
-            transports.give_back(transport)
-
-    def _request(
-        self, path: str, body: object = None, timeouts: dict[str, float | None] | None = None
-    ) -> httpx.Request:
         engine = self._engine
         if body is None:
-            return httpx.Request(
-                "GET",
+            return await session.get(
                 self._endpoints[path],
                 headers=engine.get_headers,
-                extensions={"timeout": timeouts or engine.timeouts},
+                allow_redirects=False,
+                timeout=limits or session.timeout,
             )
-        request = httpx.Request(
-            "POST",
+        headers = engine.post_headers
+        trace = trace_headers.get()  # see cloudlet.engines.propagation
+        if trace:
+            headers = {**headers, **dict(trace)}
+        return await session.post(
             self._endpoints[path],
-            headers=engine.post_headers,
-            content=json.dumps(body).encode(),
-            extensions={"timeout": timeouts or engine.timeouts},
+            data=json.dumps(body).encode(),
+            headers=headers,
+            allow_redirects=False,
+            timeout=limits or session.timeout,
         )
-        for name, value in trace_headers.get():  # see cloudlet.engines.propagation
-            request.headers[name] = value
-        return request
 
     async def _call(
         self, path: str, body: object, timeout_s: float
-    ) -> tuple[int, bytes, httpx.Headers]:
+    ) -> tuple[int, bytes, Mapping[str, str]]:
         """One request read in full (bounded), with an overall timeout."""
-        timeouts = httpx.Timeout(timeout_s).as_dict()
-        async with self._http() as transport:
-            async with asyncio.timeout(timeout_s):
-                response = await transport.handle_async_request(self._request(path, body, timeouts))
-                try:
-                    raw = await _read(response, reply.MAX_BODY_BYTES, self.name)
-                finally:
-                    await response.aclose()
-        return response.status_code, raw, response.headers
+        async with asyncio.timeout(timeout_s):
+            response = await self._send(path, body, aiohttp.ClientTimeout(total=timeout_s))
+            async with response:
+                raw = await _read(response, reply.MAX_BODY_BYTES, self.name)
+        return response.status, raw, response.headers
 
     async def probe(self, timeout_s: float) -> bool:
         """Active health check: does ``GET /models`` answer 200?"""
         try:
             status, _, _ = await self._call("/models", None, timeout_s)
-        except (httpx.HTTPError, CloudletError, TimeoutError):
+        except (aiohttp.ClientError, CloudletError, TimeoutError):
             return False
         return status == 200
 
@@ -205,34 +193,30 @@ class OpenAIReplica:
         """Upstream SSE → domain events, holding the replica's slot and a connection until
         closed. (One generator, not two nested: each layer costs a hop per event.)"""
         started = time.monotonic()
-        transports = self.transports
-        transport: httpx.AsyncHTTPTransport | None = None
+        response: aiohttp.ClientResponse | None = None
         try:
-            if transports is None:
-                raise EngineUnavailable(f"model {self._engine.spec.name!r} is not started")
-            transport = await transports.take()
             try:
-                response = await transport.handle_async_request(self._request(path, body))
-            except httpx.TimeoutException as exc:
+                response = await self._send(path, body)
+            except TimeoutError as exc:
                 raise UpstreamTimeout(f"{self.name} timed out") from exc
-            except httpx.HTTPError as exc:
+            except aiohttp.ClientError as exc:
                 name = type(exc).__name__
                 raise UpstreamError(f"{self.name} is unreachable ({name})") from exc
+            if response.status != 200:
+                raw = await _read(response, reply.MAX_BODY_BYTES, self.name)
+                raise reply.status_error(response.status, raw, response.headers, self.name)
+            if _is_json(response):  # a whole completion instead of a stream: take it
+                raw = await _read(response, reply.MAX_BODY_BYTES, self.name)
+                for event in parser.feed_body(raw):
+                    yield event
+                yield parser.finish()
+                return
+            idle_s = self._engine.spec.timeouts.read_s
+            last = time.monotonic()
+            seen = 0
+            rest = b""
             try:
-                if response.status_code != 200:
-                    raw = await _read(response, reply.MAX_BODY_BYTES, self.name)
-                    raise reply.status_error(response.status_code, raw, response.headers, self.name)
-                if _is_json(response):  # a whole completion instead of a stream: take it
-                    raw = await _read(response, reply.MAX_BODY_BYTES, self.name)
-                    for event in parser.feed_body(raw):
-                        yield event
-                    yield parser.finish()
-                    return
-                idle_s = self._engine.spec.timeouts.read_s
-                last = time.monotonic()
-                seen = 0
-                rest = b""
-                async for data in response.aiter_raw():  # identity-encoded: split as bytes
+                async for data in response.content.iter_any():  # split as bytes
                     *lines, rest = (rest + data).split(b"\n")
                     for line in lines:
                         for event in parser.feed(line):
@@ -245,20 +229,18 @@ class OpenAIReplica:
                         raise UpstreamTimeout(f"{self.name} sent nothing but keep-alives")
                     if len(rest) > reply.MAX_LINE_BYTES:
                         raise UpstreamError(f"{self.name} sent a line without end")
-                # Read to the end even after [DONE]: a response left unread loses its
-                # keep-alive connection, and every request would pay for a new one.
-                parser.feed(rest)
-                yield parser.finish()
-            except httpx.TimeoutException as exc:
+            except TimeoutError as exc:
                 raise UpstreamTimeout(f"{self.name} went silent mid-stream") from exc
-            except httpx.HTTPError as exc:
+            except aiohttp.ClientError as exc:
                 name = type(exc).__name__
                 raise UpstreamError(f"{self.name} broke off mid-stream ({name})") from exc
-            finally:
-                await response.aclose()
+            # Read to the end even after [DONE]: a response left unread loses its
+            # keep-alive connection, and every request would pay for a new one.
+            parser.feed(rest)
+            yield parser.finish()
         finally:
-            if transports is not None and transport is not None:
-                transports.give_back(transport)
+            if response is not None:
+                response.release()  # back to the pool when read to the end, else closed
             self._release(started)
 
     async def embed(self, texts: Sequence[str]) -> EmbeddingResult:
@@ -270,9 +252,9 @@ class OpenAIReplica:
         try:
             timeout_s = spec.timeouts.first_token_s
             status, raw, headers = await self._call("/embeddings", body, timeout_s)
-        except (httpx.TimeoutException, TimeoutError) as exc:
+        except TimeoutError as exc:
             raise UpstreamTimeout(f"{self.name} timed out") from exc
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise UpstreamError(f"{self.name} is unreachable ({type(exc).__name__})") from exc
         finally:
             self._release(started)
@@ -281,17 +263,22 @@ class OpenAIReplica:
         return reply.embeddings(raw, texts, self.name)
 
 
-def _is_json(response: httpx.Response) -> bool:
+def _is_json(response: aiohttp.ClientResponse) -> bool:
     return "json" in response.headers.get("content-type", "").lower()
 
 
-async def _read(response: httpx.Response, limit: int, where: str) -> bytes:
+async def _read(response: aiohttp.ClientResponse, limit: int, where: str) -> bytes:
     """The body, up to ``limit`` bytes: an upstream cannot make us hold more."""
     parts: list[bytes] = []
     size = 0
-    async for data in response.aiter_raw():
-        size += len(data)
-        if size > limit:
-            raise UpstreamError(f"{where} sent a body over {limit >> 20} MiB")
-        parts.append(data)
+    try:
+        async for data in response.content.iter_any():
+            size += len(data)
+            if size > limit:
+                raise UpstreamError(f"{where} sent a body over {limit >> 20} MiB")
+            parts.append(data)
+    except TimeoutError as exc:
+        raise UpstreamTimeout(f"{where} went silent mid-body") from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(f"{where} broke off mid-body ({type(exc).__name__})") from exc
     return b"".join(parts)

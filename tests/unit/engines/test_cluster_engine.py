@@ -18,7 +18,7 @@ async def test_the_pod_set_follows_set_urls_and_known_pods_are_kept() -> None:
         assert engine.replicas == [] and engine.replicas_version == 0
         engine.set_urls([A])
         first = engine.replicas[0]
-        assert first.transports is not None  # started: the new pod gets connections
+        assert first.session is not None  # started: the new pod gets connections
         engine.set_urls([A, B])
         assert engine.replicas[0] is first and engine.replicas_version == 2
         engine.set_urls([B, A][::-1])  # the same set: nothing changes
