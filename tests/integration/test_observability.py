@@ -163,6 +163,12 @@ def test_known_traffic_counts_exactly_in_metrics_and_the_access_log(
         ("chat", "local"): 3,
         ("chat", "cloud"): 1,
     }
+    # Every request that finished has a queue time (the wait for the local slot; none to wait
+    # for in front of the cloud, which counts as zero).
+    assert select(s, "cloudlet_request_queue_time_seconds_count", *by_target) == {
+        ("chat", "local"): 3,
+        ("chat", "cloud"): 1,
+    }
     assert select(s, "cloudlet_prompt_tokens_total", *by_target) == {
         ("chat", "local"): 33,
         ("chat", "cloud"): 11,

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from cloudlet.api.errors import envelope, error_body
 from cloudlet.domain import Finished, GenerationEvent, TextDelta, ToolCallDelta
+from cloudlet.engines.openai_wire import QUEUED_COMMENT
 from cloudlet.errors import CloudletError
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ async def stream_events(
             yield frame(payload)
         async for event in events:
             if isinstance(event, Finished):
+                if event.queued_s is not None:  # for a cloudlet gateway in front
+                    yield QUEUED_COMMENT + b"%.6f\n\n" % event.queued_s
                 for payload in on_finish(event):
                     yield frame(payload)
                 yield DONE

@@ -191,12 +191,15 @@ class Finished:
     """The last event of every generation, also of one with several choices: ``usage``
     counts the prompt once and the completion tokens of every choice, ``reason`` is choice
     0's and ``choices`` each choice's (empty for a request of one). ``stop_sequence``: the
-    stop string that ended choice 0, when one did."""
+    stop string that ended choice 0, when one did. ``queued_s``: how long the generation
+    waited for a slot of its engine before it began (a local engine's queue, a replica's
+    ``parallel`` slots), None when nobody measured it."""
 
     reason: FinishReason
     usage: Usage
     choices: tuple[FinishReason, ...] = ()
     stop_sequence: str | None = None
+    queued_s: float | None = None
 
     def reason_of(self, choice: int) -> FinishReason:
         return self.choices[choice] if self.choices else self.reason

@@ -364,7 +364,8 @@ class Scheduler:
             if tail or logprobs:
                 self._outbox.append((run.job, TextDelta(tail, logprobs, run.job.choice)))
         usage = Usage(prompt_tokens=len(run.job.tokens), completion_tokens=run.count)
-        self._end(run, Finished(reason, usage, stop_sequence=stop_sequence))
+        queued = max(0.0, run.started - run.job.submitted)  # waited for a slot
+        self._end(run, Finished(reason, usage, stop_sequence=stop_sequence, queued_s=queued))
 
     def _end(self, run: Run, last: Event) -> None:
         """Free the slot (its cells stay, as cache) and send the stream's last event."""

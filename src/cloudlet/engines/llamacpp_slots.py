@@ -55,6 +55,7 @@ class BatchJob:
     choice: int = 0
     after: BatchJob | None = None
     prompt_done: bool = False  # its prompt is evaluated (or it ended): followers may go
+    submitted: float = field(default_factory=time.monotonic)  # when it joined the queue
 
     def ready(self) -> bool:
         """Whether it may take a slot now (a follower waits for its first choice's prompt)."""

@@ -89,7 +89,7 @@ class JobsStream:
             return ends[0]
         reasons: tuple[FinishReason, ...] = tuple(e.reason for e in ends)
         usage = Usage(ends[0].usage.prompt_tokens, sum(e.usage.completion_tokens for e in ends))
-        return Finished(reasons[0], usage, reasons, ends[0].stop_sequence)
+        return Finished(reasons[0], usage, reasons, ends[0].stop_sequence, ends[0].queued_s)
 
     async def aclose(self) -> None:
         self._cancel()

@@ -172,9 +172,13 @@ class OpenAIReplica:
             request = dataclasses.replace(request, max_tokens=spec.max_tokens_default)
         body = wire.generation_body(request, self._engine.upstream_model)
         path = "/chat/completions" if request.messages is not None else "/completions"
+        arrived = time.monotonic()
         await self._acquire()
+        waited = time.monotonic() - arrived  # for a free slot of this replica (its queue)
         # An upstream that sends no usage is charged the prompt's upper bound (budgets hold).
-        parser = reply.StreamParser(self.name, prompt_token_bound(request), request.n, request.stop)
+        parser = reply.StreamParser(
+            self.name, prompt_token_bound(request), request.n, request.stop, waited_s=waited
+        )
         events = self._events(path, body, parser)
         try:
             async with asyncio.timeout(spec.timeouts.first_token_s):

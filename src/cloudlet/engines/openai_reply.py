@@ -28,6 +28,7 @@ from cloudlet.domain import (
 )
 from cloudlet.domain.tokens import estimate_tokens
 from cloudlet.engines import openai_choice as choice
+from cloudlet.engines.openai_wire import QUEUED_COMMENT
 from cloudlet.errors import (
     CloudletError,
     ContextLengthExceeded,
@@ -83,6 +84,16 @@ def parse_usage(value: object, where: str) -> Usage | None:
     )
 
 
+def _seconds(raw: bytes) -> float | None:
+    """A duration an upstream reported; anything but a finite, non-negative number of
+    seconds below a day is ignored (it only feeds a metric)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if 0.0 <= value < 86400.0 else None
+
+
 def _count(value: object, where: str) -> int:
     if value is None:
         return 0
@@ -106,8 +117,18 @@ class StreamParser:
     """
 
     def __init__(
-        self, where: str, prompt_estimate: int, n: int = 1, stops: Sequence[str] = ()
+        self,
+        where: str,
+        prompt_estimate: int,
+        n: int = 1,
+        stops: Sequence[str] = (),
+        *,
+        waited_s: float | None = None,
     ) -> None:
+        """``waited_s``: how long the request waited here for a slot of this upstream; a
+        cloudlet upstream adds its own engine's queue (see ``openai_wire.QUEUED_COMMENT``)."""
+        self._waited_s = waited_s
+        self._upstream_queued: float | None = None
         self._where = where
         self._prompt_estimate = prompt_estimate
         self._n = n
@@ -122,6 +143,8 @@ class StreamParser:
 
     def feed(self, line: bytes) -> list[StreamEvent]:
         if self.done or not line.startswith(b"data:"):
+            if line.startswith(QUEUED_COMMENT):  # a cloudlet upstream's queue time
+                self._upstream_queued = _seconds(line[len(QUEUED_COMMENT) :])
             return []  # blank lines, comments, event: fields
         self.data_lines += 1
         data = line[5:].strip()
@@ -178,7 +201,10 @@ class StreamParser:
             )
         usage = self._usage or Usage(self._prompt_estimate, self._deltas)
         reasons = tuple(self._reasons.get(i, "stop") for i in range(self._n))
-        return Finished(reasons[0], usage, reasons if self._n > 1 else (), self._stop)
+        queued = self._waited_s
+        if self._upstream_queued is not None:
+            queued = (queued or 0.0) + self._upstream_queued
+        return Finished(reasons[0], usage, reasons if self._n > 1 else (), self._stop, queued)
 
 
 def embeddings(body: bytes, texts: Sequence[str], where: str) -> EmbeddingResult:

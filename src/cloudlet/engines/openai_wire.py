@@ -15,6 +15,12 @@ from cloudlet.domain import GenerationRequest, SamplingParams
 _DEFAULTS = SamplingParams()
 
 
+#: An SSE comment before a stream's last chunk (every client skips comments): how long the
+#: generation waited for its engine, in seconds. A cloudlet gateway in front of a local worker
+#: or a cloudlet pod reads it (``openai_reply.StreamParser``) for its queue-time metric.
+QUEUED_COMMENT = b": queued_s="
+
+
 def generation_body(request: GenerationRequest, upstream_model: str) -> dict[str, Any]:
     """The JSON body for ``/chat/completions`` (messages) or ``/completions`` (prompt)."""
     body: dict[str, Any] = {"model": upstream_model, "stream": True}

@@ -164,6 +164,7 @@ class RequestLife:
     deltas: int = 0
     usage: Usage | None = None
     finish_reason: str | None = None
+    queued_s: float | None = None  # the serving engine's queue wait, as its stream reported
     attempts: list[AttemptRecord] = field(default_factory=list)
     trace: object | None = None  # the tracer's state (a span), when tracing is on
     record: RequestRecord | None = None  # set once, by end()
@@ -253,6 +254,7 @@ class RequestLife:
             cost=cost,
             cloud_equivalent=reference,
             finish_reason=self.finish_reason,
+            queue_s=self.queued_s,
             attempts=tuple(self.attempts),
             client_request_id=self.arrival.client_id,
         )

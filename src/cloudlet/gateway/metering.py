@@ -97,6 +97,7 @@ class Metered(AsyncGenerator[GenerationEvent, None]):
             if self._life is not None:
                 self._life.usage = event.usage
                 self._life.finish_reason = event.reason
+                self._life.queued_s = event.queued_s
 
     def __aiter__(self) -> Metered:
         return self

@@ -57,7 +57,9 @@ class RequestRecord:
     ``openai``, ...). ``cost`` is what it cost, ``cloud_equivalent`` what the reference cloud
     price would have charged for the same tokens (same currency). ``http_status`` is the
     status the client got (200 for a stream that later broke: ``status`` and ``error`` say
-    how it ended). ``ttft_s`` is None when no token was produced.
+    how it ended). ``ttft_s`` is None when no token was produced. ``queue_s`` is how long it
+    waited for a slot of the engine that served it (a local worker's queue, a replica's
+    ``parallel`` slots; part of ``ttft_s``), None when it did not finish or nobody measured.
     """
 
     request_id: str
@@ -82,6 +84,7 @@ class RequestRecord:
     cost: Money
     cloud_equivalent: Money
     finish_reason: str | None = None
+    queue_s: float | None = None
     attempts: tuple[AttemptRecord, ...] = ()
     client_request_id: str | None = None  # the client's own x-request-id, when it sent one
 

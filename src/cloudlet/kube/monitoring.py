@@ -231,9 +231,13 @@ def _rows(money: str) -> list[tuple[str, list[dict[str, Any]]]]:
                     _quantile(0.95, "cloudlet_time_per_output_token_seconds"),
                 ),
                 _panel(
-                    "End to end (p95) and the queue wait a new request faces",
+                    "End to end (p95), queue time (p95) and the wait a new request faces",
                     "s",
                     _quantile(0.95, "cloudlet_request_duration_seconds"),
+                    (
+                        _quantile(0.95, "cloudlet_request_queue_time_seconds")[0],
+                        "{{model}} queue time p95",
+                    ),
                     (
                         f"max by (model) (cloudlet_estimated_queue_wait_seconds{{{_MODEL}}})",
                         "{{model}} queue wait",

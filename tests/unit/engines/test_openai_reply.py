@@ -254,3 +254,24 @@ def test_completions_logprobs_in_the_legacy_shape_are_read() -> None:
 def test_malformed_legacy_logprobs_are_an_upstream_error(logprobs: object) -> None:
     with pytest.raises(UpstreamError):
         feed({"choices": [{"text": "a", "logprobs": logprobs, "finish_reason": "stop"}]})
+
+
+def _stream(*lines: bytes, waited_s: float | None = None) -> Finished:
+    parser = reply.StreamParser("up", 5, waited_s=waited_s)
+    for line in (b'data: {"choices":[{"delta":{"content":"a"}}]}', *lines):
+        parser.feed(line)
+    parser.feed(b'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}')
+    parser.feed(b"data: [DONE]")
+    return parser.finish()
+
+
+def test_queue_time_is_the_wait_here_plus_what_a_cloudlet_upstream_reports() -> None:
+    assert _stream().queued_s is None  # nobody measured
+    assert _stream(waited_s=0.25).queued_s == 0.25
+    assert _stream(b": queued_s=0.500000").queued_s == 0.5
+    assert _stream(b": queued_s=0.500000", waited_s=0.25).queued_s == 0.75
+    # Anything but a plausible number of seconds only loses the metric, never the answer.
+    for bad in (b"-1", b"nan", b"inf", b"1e9", b"x", b""):
+        assert _stream(b": queued_s=" + bad, waited_s=0.25).queued_s == 0.25
+    # An ordinary comment is still nothing.
+    assert _stream(b": keep-alive").queued_s is None
