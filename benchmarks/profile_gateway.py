@@ -106,6 +106,8 @@ def _server_pid(port: int) -> int:
 def _report(raw: Path, args: argparse.Namespace, rps: float) -> str:
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
+    packages: collections.Counter[str] = collections.Counter()
+    ours: collections.Counter[str] = collections.Counter()
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -114,6 +116,9 @@ def _report(raw: Path, args: argparse.Namespace, rps: float) -> str:
         total += count
         if frames:
             own[frames[-1]] += count
+            packages[_package(frames[-1])] += count
+        for name in {_function(f) for f in frames if "cloudlet/" in f}:
+            ours[name] += count
         seen = set()
         for label, probe in STAGES:
             if label not in seen and any(probe in f for f in frames):
@@ -129,11 +134,41 @@ def _report(raw: Path, args: argparse.Namespace, rps: float) -> str:
         "|---|---:|",
         *(f"| {label} | {inclusive[label] / total:.1%} |" for label, _ in STAGES if total),
         "",
+        "| package (self time) | share |",
+        "|---|---:|",
+        *(f"| {name} | {n / total:.1%} |" for name, n in packages.most_common(12)),
+        "",
+        "| cloudlet function (inclusive) | share |",
+        "|---|---:|",
+        *(f"| `{name}` | {n / total:.1%} |" for name, n in ours.most_common(args.top)),
+        "",
         "| function (self time) | share |",
         "|---|---:|",
         *(f"| `{name[:110]}` | {n / total:.1%} |" for name, n in own.most_common(args.top)),
     ]
     return "\n".join(lines)
+
+
+def _package(frame: str) -> str:
+    """``uvicorn``, ``aiohttp``, ``cloudlet.gateway``, ``asyncio`` ... of a frame
+    ``function (path/to/file.py:line)``; ``?`` for native frames without a file."""
+    _, _, where = frame.rpartition("(")
+    path = where.split(":")[0]
+    if not path:
+        return "?"
+    parts = path.split("/")
+    if "cloudlet" in parts:
+        i = parts.index("cloudlet")
+        return ".".join(parts[i : min(i + 2, len(parts) - 1)]) or "cloudlet"
+    if "site-packages" in parts:
+        return parts[parts.index("site-packages") + 1]
+    return parts[-2] if len(parts) > 1 else parts[0]
+
+
+def _function(frame: str) -> str:
+    """``name (module.py)`` of a frame, without the line: one entry per function."""
+    name, _, where = frame.rpartition(" (")
+    return f"{name} ({where.split(':')[0].rpartition('/')[2]})"
 
 
 if __name__ == "__main__":

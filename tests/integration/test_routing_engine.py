@@ -50,8 +50,10 @@ async def engine(upstream: FakeUpstream) -> AsyncIterator[OpenAIEngine]:
 async def test_a_stream_passes_through_with_the_upstreams_usage(engine: OpenAIEngine) -> None:
     events = [e async for e in await engine.generate(ASK)]
     assert [e.text for e in events if isinstance(e, TextDelta)] == ["Hello", " from", " upstream"]
-    assert events[-1] == Finished("stop", events[-1].usage)  # type: ignore[union-attr]
-    assert (events[-1].usage.prompt_tokens, events[-1].usage.completion_tokens) == (11, 3)  # type: ignore[union-attr]
+    last = events[-1]
+    assert isinstance(last, Finished) and last.reason == "stop"
+    assert (last.usage.prompt_tokens, last.usage.completion_tokens) == (11, 3)
+    assert last.queued_s is not None and last.queued_s >= 0  # the wait for a free slot: none
 
 
 async def test_usage_is_counted_here_when_the_upstream_sends_none(

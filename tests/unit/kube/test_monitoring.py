@@ -44,6 +44,7 @@ PLANNED = {
     "cloudlet_time_to_first_token_seconds",
     "cloudlet_time_per_output_token_seconds",
     "cloudlet_request_duration_seconds",
+    "cloudlet_request_queue_time_seconds",
     "cloudlet_prompt_tokens_total",
     "cloudlet_generation_tokens_total",
     "cloudlet_cost_total",
