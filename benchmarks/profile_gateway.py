@@ -136,7 +136,7 @@ def _report(raw: Path, args: argparse.Namespace, rps: float) -> str:
         "",
         "| package (self time) | share |",
         "|---|---:|",
-        *(f"| {name} | {n / total:.1%} |" for name, n in packages.most_common(12)),
+        *(f"| {name} | {n / total:.1%} |" for name, n in packages.most_common(25)),
         "",
         "| cloudlet function (inclusive) | share |",
         "|---|---:|",
@@ -162,7 +162,9 @@ def _package(frame: str) -> str:
         return ".".join(parts[i : min(i + 2, len(parts) - 1)]) or "cloudlet"
     if "site-packages" in parts:
         return parts[parts.index("site-packages") + 1]
-    return parts[-2] if len(parts) > 1 else parts[0]
+    if path.startswith("/"):  # the standard library, by absolute path
+        return parts[-2]
+    return parts[0]  # py-spy shortens a package's path to start at the package
 
 
 def _function(frame: str) -> str:
