@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from cloudlet.domain import ChatMessage, GenerationRequest, ModelId, Usage
 from cloudlet.gateway.life import Arrival, Recorder
 from cloudlet.gateway.prices import Prices
-from cloudlet.observe.tracing import OtelTracer
+from cloudlet.observe.tracing import OtelTracer, resource
 
 REQUEST = GenerationRequest(
     model=ModelId("bench"), messages=(ChatMessage("user", "hi"),), max_tokens=16
@@ -58,7 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     plain = Recorder(Prices([], dict))
     memory = InMemorySpanExporter()
-    provider = TracerProvider()
+    provider = TracerProvider(resource=resource())  # as the server makes it
     provider.add_span_processor(SimpleSpanProcessor(memory))
     traced = Recorder(Prices([], dict), tracer=OtelTracer(provider))
     rows: dict[str, list[float]] = {"life": [], "life + spans": [], "OTLP encoding": []}

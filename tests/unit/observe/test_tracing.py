@@ -199,7 +199,6 @@ def test_a_failover_is_a_request_span_with_two_attempt_spans(
         "gen_ai.usage.input_tokens": 9,
         "gen_ai.usage.output_tokens": 5,
         "cloudlet.route": "chat",
-        "cloudlet.target": "cloud",
         "cloudlet.spilled": True,
         "cloudlet.cost": 0.000002,
     }
@@ -236,3 +235,19 @@ def test_a_failed_request_span_is_an_error(
     assert span.name == "text_completion local"
     assert span.attributes is not None and span.attributes["error.type"] == "upstream_timeout"
     assert span.status.status_code == StatusCode.ERROR
+
+
+def test_sampling_settings_left_at_their_defaults_are_not_recorded(
+    spans: tuple[OtelTracer, InMemorySpanExporter],
+) -> None:
+    tracer, exporter = spans
+    life = recorder(tracer).begin(Arrival.now("req-5"), "chat", "local")
+    life.start(GenerationRequest(model=ModelId("local"), messages=(ChatMessage("user", "hi"),)))
+    tracer.finish(life, record(request_id="req-5"))
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes is not None
+    assert not {
+        "gen_ai.request.max_tokens",
+        "gen_ai.request.temperature",
+        "gen_ai.request.top_p",
+    } & set(span.attributes)
