@@ -5,17 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from cloudlet.api import convert, sse
 from cloudlet.api.errors import ERROR_RESPONSES
 from cloudlet.api.routes.deps import (
-    ArrivalDep,
     Collected,
-    PipelineDep,
-    TokenDep,
+    call_of,
     collect_choices,
     finish_reason,
     new_id,
@@ -105,11 +103,12 @@ def tool_delta_out(event: ToolCallDelta) -> ToolCallDeltaOut:
     responses={**ERROR_RESPONSES, **sse.stream_response("chat.completion.chunk")},
     summary="Create a chat completion",
 )
-async def chat_completions(
-    body: ChatCompletionRequest, pipeline: PipelineDep, token: TokenDep, arrival: ArrivalDep
-) -> Any:
+async def chat_completions(body: ChatCompletionRequest, raw: Request) -> Any:
+    call = call_of(raw)
     request = convert.chat_request(body)
-    generation = await pipeline.generate(token, request, arrival, stream=bool(body.stream))
+    generation = await call.pipeline.generate(
+        call.token, request, call.arrival, stream=bool(body.stream)
+    )
     events, where = generation.events, where_headers(generation.target, generation.spilled)
     rid, created, n = new_id("chatcmpl"), now(), request.n
     if not body.stream:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal, cast
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
@@ -13,9 +13,7 @@ from cloudlet.api import convert, sse
 from cloudlet.api.errors import ERROR_RESPONSES
 from cloudlet.api.routes.chat import json_response, usage_out, where_headers
 from cloudlet.api.routes.deps import (
-    ArrivalDep,
-    PipelineDep,
-    TokenDep,
+    call_of,
     collect_choices,
     finish_reason,
     new_id,
@@ -33,12 +31,11 @@ router = APIRouter()
     responses={**ERROR_RESPONSES, **sse.stream_response("text_completion")},
     summary="Create a text completion",
 )
-async def completions(
-    body: CompletionRequest, pipeline: PipelineDep, token: TokenDep, arrival: ArrivalDep
-) -> Any:
+async def completions(body: CompletionRequest, raw: Request) -> Any:
+    call = call_of(raw)
     request = convert.completion_request(body)
-    generation = await pipeline.generate(
-        token, request, arrival, operation="text_completion", stream=bool(body.stream)
+    generation = await call.pipeline.generate(
+        call.token, request, call.arrival, operation="text_completion", stream=bool(body.stream)
     )
     events, where = generation.events, where_headers(generation.target, generation.spilled)
     rid, created, n = new_id("cmpl"), now(), request.n

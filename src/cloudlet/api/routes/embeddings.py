@@ -6,11 +6,11 @@ import base64
 import math
 from array import array
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from cloudlet.api.errors import ERROR_RESPONSES
 from cloudlet.api.routes.chat import where_headers
-from cloudlet.api.routes.deps import ArrivalDep, PipelineDep, TokenDep
+from cloudlet.api.routes.deps import call_of
 from cloudlet.api.schemas import EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
 from cloudlet.domain import ModelId
 from cloudlet.errors import InvalidRequest
@@ -24,15 +24,10 @@ router = APIRouter()
     responses=ERROR_RESPONSES,
     summary="Create embeddings",
 )
-async def embeddings(
-    body: EmbeddingRequest,
-    pipeline: PipelineDep,
-    token: TokenDep,
-    response: Response,
-    arrival: ArrivalDep,
-) -> EmbeddingResponse:
+async def embeddings(body: EmbeddingRequest, raw: Request, response: Response) -> EmbeddingResponse:
+    call = call_of(raw)
     texts = [body.input] if isinstance(body.input, str) else body.input
-    embedding = await pipeline.embed(token, ModelId(body.model), texts, arrival)
+    embedding = await call.pipeline.embed(call.token, ModelId(body.model), texts, call.arrival)
     result = embedding.result
     response.headers.update(where_headers(embedding.target, embedding.spilled))
     vectors = result.vectors

@@ -10,7 +10,7 @@ import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from cloudlet.api import anthropic_convert as convert
@@ -26,7 +26,7 @@ from cloudlet.api.anthropic_schemas import (
 )
 from cloudlet.api.errors import ERROR_RESPONSES, anthropic_error_body
 from cloudlet.api.routes.chat import json_response, where_headers
-from cloudlet.api.routes.deps import ArrivalDep, PipelineDep, TokenDep, collect_all, new_id
+from cloudlet.api.routes.deps import PipelineDep, TokenDep, call_of, collect_all, new_id
 from cloudlet.api.routes.tokenize import exact_tokens
 from cloudlet.domain import Finished, GenerationEvent, TextDelta
 from cloudlet.domain.tokens import estimate_prompt_tokens, estimate_tokens
@@ -45,11 +45,12 @@ def _id() -> str:
     responses={**ERROR_RESPONSES, **sse.stream_response("Anthropic message")},
     summary="Create a message (Anthropic Messages API)",
 )
-async def messages(
-    body: MessagesRequest, pipeline: PipelineDep, token: TokenDep, arrival: ArrivalDep
-) -> Any:
+async def messages(body: MessagesRequest, raw: Request) -> Any:
+    call = call_of(raw)
     request = convert.generation_request(body)
-    generation = await pipeline.generate(token, request, arrival, stream=bool(body.stream))
+    generation = await call.pipeline.generate(
+        call.token, request, call.arrival, stream=bool(body.stream)
+    )
     where = where_headers(generation.target, generation.spilled)
     mid = _id()
     if not body.stream:

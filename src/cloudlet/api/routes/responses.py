@@ -28,7 +28,7 @@ from cloudlet.api.responses_schemas import (
     ResponseUsage,
 )
 from cloudlet.api.routes.chat import json_response, where_headers
-from cloudlet.api.routes.deps import ArrivalDep, PipelineDep, TokenDep, collect_all
+from cloudlet.api.routes.deps import PipelineDep, TokenDep, call_of, collect_all
 from cloudlet.domain import ChatMessage, Finished, GenerationEvent, TextDelta, ToolCall
 from cloudlet.errors import CloudletError, InvalidRequest, ResponseNotFound
 from cloudlet.ledger.keys import Tenant
@@ -49,13 +49,9 @@ def _store(request: Request) -> ResponseStore | None:
     responses={**ERROR_RESPONSES, **sse.stream_response("Responses API event")},
     summary="Create a model response (OpenAI Responses API)",
 )
-async def create_response(
-    body: ResponsesRequest,
-    raw: Request,
-    pipeline: PipelineDep,
-    token: TokenDep,
-    arrival: ArrivalDep,
-) -> Any:
+async def create_response(body: ResponsesRequest, raw: Request) -> Any:
+    call = call_of(raw)
+    pipeline, token = call.pipeline, call.token
     store = _store(raw)
     tenant = await pipeline.tenant(token)
     history: list[ChatMessage] = []
@@ -70,7 +66,7 @@ async def create_response(
             raise ResponseNotFound(body.previous_response_id)
         history = convert.from_json(stored.conversation)
     request, conversation = convert.generation_request(body, history)
-    generation = await pipeline.generate(token, request, arrival, stream=bool(body.stream))
+    generation = await pipeline.generate(token, request, call.arrival, stream=bool(body.stream))
     where = where_headers(generation.target, generation.spilled)
     snapshot = _snapshot(body)
 
