@@ -62,12 +62,17 @@ class Tenant:
 
     @classmethod
     def admin(cls) -> Tenant:
-        return cls(key_id=None, team="admin", is_admin=True)
+        return _ADMIN
 
     @classmethod
     def anonymous(cls) -> Tenant:
         """Open mode: no key exists and the server listens on loopback only."""
-        return cls(key_id=None, team="local")
+        return _ANONYMOUS
+
+
+# Immutable, so shared: asked for on every request of the admin key or in open mode.
+_ADMIN = Tenant(key_id=None, team="admin", is_admin=True)
+_ANONYMOUS = Tenant(key_id=None, team="local")
 
 
 @dataclass(frozen=True, slots=True)
