@@ -27,6 +27,7 @@ from cloudlet.domain import (
 )
 from cloudlet.engines.llamacpp_batched import BatchedLlamaCppEngine
 from cloudlet.errors import ContextLengthExceeded, EngineOverloaded, EngineUnavailable
+from tests.batched_engine import drained, started
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -57,10 +58,8 @@ def spec() -> ModelSpec:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def engine(spec: ModelSpec) -> AsyncIterator[BatchedLlamaCppEngine]:
-    engine = BatchedLlamaCppEngine(spec)
-    await engine.start()
-    yield engine
-    await engine.close()
+    async for started_engine in started(spec):
+        yield started_engine
 
 
 def chat(
@@ -89,16 +88,6 @@ async def run(engine: BatchedLlamaCppEngine, request: GenerationRequest) -> tupl
         else:
             return text, event
     raise AssertionError("the stream ended without Finished")
-
-
-async def drained(engine: BatchedLlamaCppEngine) -> None:
-    """Wait (bounded) until no request runs or waits."""
-    for _ in range(600):
-        stats = engine.stats()
-        if stats.running == 0 and stats.queue_depth == 0:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the engine did not drain: {engine.stats()}")
 
 
 async def test_concurrent_streams_get_their_own_answers(

@@ -7,7 +7,6 @@ sampling are greedy, or compare seeded choices with each other, never with a fix
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -30,6 +29,7 @@ from cloudlet.domain import (
 )
 from cloudlet.engines.llamacpp_batched import BatchedLlamaCppEngine
 from cloudlet.errors import InvalidRequest
+from tests.batched_engine import drained, started
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -53,10 +53,8 @@ def spec() -> ModelSpec:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def engine(spec: ModelSpec) -> AsyncIterator[BatchedLlamaCppEngine]:
-    engine = BatchedLlamaCppEngine(spec)
-    await engine.start()
-    yield engine
-    await engine.close()
+    async for started_engine in started(spec):
+        yield started_engine
 
 
 def chat(
@@ -98,15 +96,6 @@ async def run(
 ) -> tuple[list[str], Finished]:
     texts, _, finished = await collect(await engine.generate(request), request.n)
     return texts, finished
-
-
-async def drained(engine: BatchedLlamaCppEngine) -> None:
-    for _ in range(600):
-        stats = engine.stats()
-        if stats.running == 0 and stats.queue_depth == 0:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the engine did not drain: {engine.stats()}")
 
 
 async def test_choices_evaluate_the_prompt_once(engine: BatchedLlamaCppEngine) -> None:

@@ -86,9 +86,7 @@ class OpenAIReplica:
             requests_total=self._requests,
         )
 
-    async def _send(
-        self, path: str, body: object = None, limits: aiohttp.ClientTimeout | None = None
-    ) -> aiohttp.ClientResponse:
+    async def _send(self, path: str, body: object = None) -> aiohttp.ClientResponse:
         """Start a request on this replica's own connections (a POST of ``body`` as JSON, or
         a GET without one), carrying the attempt's trace context when there is one."""
         session = self.session
@@ -97,21 +95,15 @@ class OpenAIReplica:
         engine = self._engine
         if body is None:
             return await session.get(
-                self._endpoints[path],
-                headers=engine.get_headers,
-                allow_redirects=False,
-                timeout=limits or session.timeout,
+                self._endpoints[path], headers=engine.get_headers, allow_redirects=False
             )
         headers = engine.post_headers
         trace = trace_headers.get()  # see cloudlet.engines.propagation
         if trace:
             headers = {**headers, **dict(trace)}
+        data = json.dumps(body).encode()
         return await session.post(
-            self._endpoints[path],
-            data=json.dumps(body).encode(),
-            headers=headers,
-            allow_redirects=False,
-            timeout=limits or session.timeout,
+            self._endpoints[path], data=data, headers=headers, allow_redirects=False
         )
 
     async def _call(
@@ -119,7 +111,7 @@ class OpenAIReplica:
     ) -> tuple[int, bytes, Mapping[str, str]]:
         """One request read in full (bounded), with an overall timeout."""
         async with asyncio.timeout(timeout_s):
-            response = await self._send(path, body, aiohttp.ClientTimeout(total=timeout_s))
+            response = await self._send(path, body)
             async with response:
                 raw = await _read(response, reply.MAX_BODY_BYTES, self.name)
         return response.status, raw, response.headers
