@@ -1,6 +1,7 @@
 """What tracing adds to one request, by part: the request's life with and without cloudlet's
-OpenTelemetry tracer (its server span and one attempt span, from start to end), and the OTLP
-exporter's encoding of those spans (which the SDK's export thread does, holding the GIL).
+tracer (ids, the sampler, the two spans' descriptions), the pickling that sends those spans to
+the span exporter process, and what that process does with them (the OpenTelemetry SDK's
+spans and their OTLP encoding), which no longer runs beside the event loop.
 
 Runs in-process, no server: each part's CPU time per request, median of several rounds, side
 by side in the same run. ``bench_gateway.py`` measures the whole effect under load.
@@ -11,23 +12,35 @@ by side in the same run. ``bench_gateway.py`` measures the whole effect under lo
 from __future__ import annotations
 
 import argparse
+import pickle
 import statistics
 import time
 from collections.abc import Callable
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from cloudlet.domain import ChatMessage, GenerationRequest, ModelId, Usage
 from cloudlet.gateway.life import Arrival, Recorder
 from cloudlet.gateway.prices import Prices
-from cloudlet.observe.tracing import OtelTracer, resource
+from cloudlet.observe.span_process import BATCH
+from cloudlet.observe.spans import SpanData, SpanWriter
+from cloudlet.observe.tracing import OtelTracer
 
 REQUEST = GenerationRequest(
     model=ModelId("bench"), messages=(ChatMessage("user", "hi"),), max_tokens=16
 )
+
+
+class Collect:
+    """An outlet that keeps the spans, as the span process does between two sends."""
+
+    def __init__(self) -> None:
+        self.spans: list[SpanData] = []
+
+    def put(self, spans: list[SpanData]) -> None:
+        self.spans.extend(spans)
 
 
 def one(recorder: Recorder) -> None:
@@ -56,26 +69,44 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
+    n = args.requests
     plain = Recorder(Prices([], dict))
+    outlet = Collect()
+    traced = Recorder(Prices([], dict), tracer=OtelTracer(outlet))
     memory = InMemorySpanExporter()
-    provider = TracerProvider(resource=resource())  # as the server makes it
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    traced = Recorder(Prices([], dict), tracer=OtelTracer(provider))
-    rows: dict[str, list[float]] = {"life": [], "life + spans": [], "OTLP encoding": []}
+    writer = SpanWriter([SimpleSpanProcessor(memory)])
+    rows: dict[str, list[float]] = {
+        "life": [],
+        "life + tracer": [],
+        "pickling": [],
+        "child: SDK spans": [],
+        "child: OTLP encoding": [],
+    }
     for _ in range(args.rounds):
-        rows["life"].append(per_request(lambda: one(plain), args.requests))
-        memory.clear()
-        rows["life + spans"].append(per_request(lambda: one(traced), args.requests))
-        spans = memory.get_finished_spans()
+        rows["life"].append(per_request(lambda: one(plain), n))
+        outlet.spans.clear()
+        rows["life + tracer"].append(per_request(lambda: one(traced), n))
+        spans = outlet.spans
         started = time.process_time()
-        encode_spans(spans).SerializeToString()
-        rows["OTLP encoding"].append((time.process_time() - started) / args.requests * 1e6)
+        for at in range(0, len(spans), BATCH):
+            pickle.dumps(spans[at : at + BATCH], pickle.HIGHEST_PROTOCOL)
+        rows["pickling"].append((time.process_time() - started) / n * 1e6)
+        memory.clear()
+        started = time.process_time()
+        writer.put(spans)
+        rows["child: SDK spans"].append((time.process_time() - started) / n * 1e6)
+        finished = memory.get_finished_spans()
+        started = time.process_time()
+        encode_spans(finished).SerializeToString()
+        rows["child: OTLP encoding"].append((time.process_time() - started) / n * 1e6)
     med = {name: statistics.median(values) for name, values in rows.items()}
-    print(f"CPU per request, median of {args.rounds} rounds of {args.requests}:")
+    print(f"CPU per request, median of {args.rounds} rounds of {n} (2 spans each):")
     for name, value in med.items():
-        print(f"  {name:<14} {value:7.1f} us")
-    added = med["life + spans"] - med["life"] + med["OTLP encoding"]
-    print(f"  tracing adds   {added:7.1f} us per request (2 spans)")
+        print(f"  {name:<21} {value:7.1f} us")
+    loop = med["life + tracer"] - med["life"] + med["pickling"]
+    child = med["child: SDK spans"] + med["child: OTLP encoding"]
+    print(f"  on the event loop     {loop:7.1f} us per request")
+    print(f"  in the child process  {child:7.1f} us per request")
 
 
 if __name__ == "__main__":

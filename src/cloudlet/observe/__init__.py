@@ -3,18 +3,17 @@
 :func:`install` plugs the Prometheus request metrics, the access log and (when the ``OTEL_*``
 environment configures an exporter) the OpenTelemetry tracer into an app's
 :class:`~cloudlet.gateway.life.Recorder`, and returns an :class:`Observability` that the
-app's lifespan enters (leaving it flushes and shuts the tracer down) and that the
+app's lifespan enters (entering starts the span exporter process, leaving it exports what is
+left and stops it) and that the
 ``/metrics`` handler refreshes before each scrape (the cloud budgets' remaining amounts).
 docs/observability.md describes every metric, span attribute and log field.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from types import TracebackType
 
-from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from cloudlet.config import Spec
@@ -22,7 +21,8 @@ from cloudlet.gateway import Gateway
 from cloudlet.gateway.life import Recorder
 from cloudlet.observe.access_log import AccessLog
 from cloudlet.observe.metrics import BudgetGauge, RequestMetrics
-from cloudlet.observe.tracing import OtelTracer, provider_from_env
+from cloudlet.observe.span_process import SpanProcess
+from cloudlet.observe.tracing import OtelTracer, exporters_from_env
 from cloudlet.pricing import Money
 
 log = logging.getLogger(__name__)
@@ -39,18 +39,20 @@ class Observability:
         metrics: RequestMetrics,
         budgets: BudgetGauge,
         access_log: AccessLog | None,
-        tracer_provider: TracerProvider | None,
+        spans: SpanProcess | None,
     ) -> None:
         self.metrics = metrics
         self.budgets = budgets
         self.access_log = access_log
-        self.tracer_provider = tracer_provider
+        self.spans = spans
 
     async def refresh(self) -> None:
         """Read what is read at scrape time (the cloud budgets' spending)."""
         await self.budgets.refresh()
 
     async def __aenter__(self) -> Observability:
+        if self.spans is not None:
+            await self.spans.start()
         return self
 
     async def __aexit__(
@@ -59,15 +61,9 @@ class Observability:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        provider = self.tracer_provider
-        if provider is None:
-            return
-        # Shutting down exports what is left, on the SDK's thread: wait for it off the loop,
-        # and not forever when the collector does not answer.
-        try:
-            await asyncio.wait_for(asyncio.to_thread(provider.shutdown), SHUTDOWN_TIMEOUT_S)
-        except TimeoutError:
-            log.warning("tracing: spans not exported within %.0fs of stopping", SHUTDOWN_TIMEOUT_S)
+        if self.spans is not None:
+            # Not forever when the collector does not answer.
+            await self.spans.close(SHUTDOWN_TIMEOUT_S)
 
 
 def install(
@@ -93,10 +89,13 @@ def install(
     if spec.server.access_log:
         access_log = AccessLog(json_lines=spec.server.log_format == "json")
         recorder.sinks.add(access_log)
-    provider = provider_from_env()
-    if provider is not None:
-        recorder.tracer = OtelTracer(provider)
-    return Observability(metrics, budgets, access_log, provider)
+    exporters = exporters_from_env()
+    spans = None
+    if exporters:
+        spans = SpanProcess(exporters)
+        recorder.tracer = OtelTracer(spans)
+        log.info("tracing: exporting spans (%s)", ", ".join(exporters))
+    return Observability(metrics, budgets, access_log, spans)
 
 
 __all__ = ["Observability", "install"]

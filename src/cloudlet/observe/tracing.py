@@ -7,32 +7,38 @@ without it, ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_ENDPOI
 the SDK reads the rest as the specification says (endpoint, headers, timeout, compression,
 ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER``, ``OTEL_BSP_*``).
 
-Each app has its own :class:`~opentelemetry.sdk.trace.TracerProvider` (the global one is
-never set) and shuts it down when it stops. A request is one ``SERVER`` span named
-``{gen_ai.operation.name} {gen_ai.request.model}`` from its arrival to its end, continuing the
-client's ``traceparent`` when it sent one; each upstream attempt is a ``CLIENT`` child span
-(a failover shows two), whose context reaches a remote engine as ``traceparent`` through
-:mod:`cloudlet.engines.propagation`. Prompts and completions are never recorded.
+A request is one ``SERVER`` span named ``{gen_ai.operation.name} {gen_ai.request.model}``
+from its arrival to its end, continuing the client's ``traceparent`` when it sent one; each
+upstream attempt is a ``CLIENT`` child span (a failover shows two), whose context reaches a
+remote engine as ``traceparent`` through :mod:`cloudlet.engines.propagation`. Prompts and
+completions are never recorded.
+
+On the request's path the tracer only draws ids, asks the sampler, and describes each span
+as it ends (:class:`~cloudlet.observe.spans.SpanData`); the SDK's spans and their export are
+made elsewhere: in the server, by a child process (:mod:`cloudlet.observe.span_process`).
+The SDK's own spans cost the event loop about 140 microseconds per request, and its OTLP
+encoding (on its export thread, holding the GIL) 110 more: a third of the requests a
+gateway serves per second.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+import time
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Attributes, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.trace import Span, SpanContext, SpanKind, StatusCode
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import Decision, Sampler
+from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from cloudlet import __version__
 from cloudlet.engines.propagation import trace_headers
 from cloudlet.gateway.record import RequestRecord
+from cloudlet.observe.spans import CLIENT, SERVER, SpanData, checked
 
 if TYPE_CHECKING:
     from contextvars import Token
@@ -43,17 +49,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+_SAMPLED = 0x01
 
 
-def provider_from_env() -> TracerProvider | None:
-    """A tracer provider exporting where ``OTEL_*`` says, or None when tracing is off.
+def exporters_from_env() -> list[str]:
+    """The exporters ``OTEL_*`` asks for (``otlp``, ``console``); none when tracing is off.
 
-    Read once, when the app is built; the SDK reads the exporter's own settings from the same
-    environment.
+    Read once, when the app is built; an exporter cloudlet cannot make is an error line.
     """
     env = os.environ
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return None
+        return []
     names = [n.strip().lower() for n in env.get("OTEL_TRACES_EXPORTER", "").split(",")]
     names = [n for n in names if n]
     if not names:
@@ -61,72 +67,78 @@ def provider_from_env() -> TracerProvider | None:
             "OTEL_EXPORTER_OTLP_ENDPOINT"
         )
         if not endpoint:
-            return None
+            return []
         names = ["otlp"]
     if "none" in names:
-        return None
-    exporters = [e for e in (_exporter(name, env) for name in names) if e is not None]
-    if not exporters:
-        return None
-    provider = TracerProvider(resource=resource(), shutdown_on_exit=False)
-    for exporter in exporters:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
-    log.info("tracing: exporting spans (%s)", ", ".join(names))
-    return provider
+        return []
+    return checked(names, env)
 
 
-def resource() -> Resource:
-    """The service's resource: ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` as the
-    SDK reads them, ``cloudlet`` when no name is set, and cloudlet's version."""
-    found = Resource.create({SERVICE_VERSION: __version__})
-    if str(found.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
-        found = found.merge(Resource({SERVICE_NAME: "cloudlet"}))
-    return _Resource(dict(found.attributes), found.schema_url)
+def sampler_from_env() -> Sampler:
+    """The sampler ``OTEL_TRACES_SAMPLER`` names, as the SDK reads it (by default, the
+    parent's decision, and every new trace sampled)."""
+    return TracerProvider(shutdown_on_exit=False).sampler
 
 
-class _Resource(Resource):
-    """A resource that hashes once. The OTLP exporter groups every span it sends by its
-    resource, and a resource's hash is a JSON dump of its attributes: about 10 microseconds
-    per span, for a value that never changes."""
+class SpanOutlet(Protocol):
+    """Where finished spans go: a :class:`~cloudlet.observe.spans.SpanWriter` in process,
+    a :class:`~cloudlet.observe.span_process.SpanProcess` in the server. Must not block."""
 
-    def __init__(self, attributes: Attributes, schema_url: str | None = None) -> None:
-        super().__init__(attributes, schema_url)
-        self._hash = super().__hash__()
-
-    def __hash__(self) -> int:
-        return self._hash
-
-
-def _exporter(name: str, env: Mapping[str, str]) -> SpanExporter | None:
-    if name == "console":
-        return ConsoleSpanExporter()
-    if name != "otlp":
-        log.error("tracing: OTEL_TRACES_EXPORTER=%s is not supported (otlp, console, none)", name)
-        return None
-    protocol = (
-        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-        or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-        or "http/protobuf"
-    )
-    if protocol.strip() != "http/protobuf":
-        log.error(
-            "tracing: OTLP protocol %s is not supported; cloudlet exports http/protobuf", protocol
-        )
-        return None
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-    return OTLPSpanExporter()  # endpoint, headers, timeout ...: from the environment
+    def put(self, spans: list[SpanData]) -> None: ...
 
 
 def _ns(seconds: float) -> int:
     return int(seconds * 1e9)
 
 
-class OtelTracer:
-    """A :class:`~cloudlet.gateway.record.Tracer` over one tracer provider."""
+class _Trace:
+    """A request's trace while it runs: its span's ids, and its attempts' spans as they end."""
 
-    def __init__(self, provider: trace.TracerProvider) -> None:
-        self._tracer = provider.get_tracer("cloudlet", __version__)
+    __slots__ = (
+        "attributes",
+        "ended",
+        "flags",
+        "parent_id",
+        "span_id",
+        "start_ns",
+        "state",
+        "trace_id",
+    )
+
+    def __init__(
+        self, trace_id: int, parent_id: int, flags: int, state: str, start_ns: int
+    ) -> None:
+        self.trace_id = trace_id
+        self.span_id = _IDS.generate_span_id()
+        self.parent_id = parent_id  # the client's span, 0 for none
+        self.flags = flags
+        self.state = state  # the W3C tracestate header, "" for none
+        self.start_ns = start_ns
+        self.attributes: dict[str, Any] = {}
+        self.ended: list[SpanData] = []  # the attempts' spans
+
+    @property
+    def sampled(self) -> bool:
+        return bool(self.flags & _SAMPLED)
+
+    def headers(self, span_id: int) -> tuple[tuple[str, str], ...]:
+        """W3C ``traceparent`` (and ``tracestate``) of this trace's span ``span_id``."""
+        parent = f"00-{self.trace_id:032x}-{span_id:016x}-{self.flags:02x}"
+        if self.state:
+            return (("traceparent", parent), ("tracestate", self.state))
+        return (("traceparent", parent),)
+
+
+_IDS = RandomIdGenerator()
+
+
+class OtelTracer:
+    """A :class:`~cloudlet.gateway.record.Tracer` that hands each sampled request's spans,
+    when it ends, to ``outlet``."""
+
+    def __init__(self, outlet: SpanOutlet, sampler: Sampler | None = None) -> None:
+        self._outlet = outlet
+        self._sampler = sampler if sampler is not None else sampler_from_env()
 
     def start(self, life: RequestLife, request: GenerationRequest | None) -> None:
         if life.trace is not None:
@@ -137,49 +149,68 @@ class OtelTracer:
         }
         if request is not None:
             # As asked: the request keeps OpenAI's defaults (1.0) for what the client left out,
-            # so a default is not recorded (each attribute costs about 10 us to set and export).
+            # so a default is not recorded.
             if request.max_tokens is not None:
                 attributes["gen_ai.request.max_tokens"] = request.max_tokens
             if request.sampling.temperature != 1.0:
                 attributes["gen_ai.request.temperature"] = request.sampling.temperature
             if request.sampling.top_p != 1.0:
                 attributes["gen_ai.request.top_p"] = request.sampling.top_p
-        life.trace = self._tracer.start_span(
-            f"{life.operation} {life.model}",
-            context=_incoming(life),
-            kind=SpanKind.SERVER,
-            attributes=attributes,
-            start_time=_ns(life.arrival.ts.timestamp()),
-        )
+        context = _incoming(life)
+        parent = trace.get_current_span(context).get_span_context() if context else None
+        if parent is not None and parent.is_valid:
+            trace_id, parent_id = parent.trace_id, parent.span_id
+            state = parent.trace_state.to_header() if parent.trace_state else ""
+        else:
+            trace_id, parent_id, state, context = _IDS.generate_trace_id(), 0, "", None
+        name = f"{life.operation} {life.model}"
+        decided = self._sampler.should_sample(context, trace_id, name, SpanKind.SERVER, attributes)
+        if decided.trace_state is not None:
+            state = decided.trace_state.to_header()
+        flags = _SAMPLED if decided.decision is Decision.RECORD_AND_SAMPLE else 0
+        attributes.update(decided.attributes or {})
+        state_of = _Trace(trace_id, parent_id, flags, state, _ns(life.arrival.ts.timestamp()))
+        state_of.attributes = attributes
+        life.trace = state_of
 
     def attempt(self, life: RequestLife, target: str, provider: str) -> _AttemptSpan:
         if life.trace is None:
             self.start(life, None)
-        parent = life.trace
-        assert isinstance(parent, Span)
-        span = self._tracer.start_span(
+        state = life.trace
+        assert isinstance(state, _Trace)
+        return _AttemptSpan(
+            state,
             f"{life.operation} {target}",
-            context=trace.set_span_in_context(parent),
-            kind=SpanKind.CLIENT,
-            attributes={
+            {
                 "gen_ai.operation.name": life.operation,
                 "gen_ai.provider.name": provider,
                 "gen_ai.request.model": target,
             },
         )
-        return _AttemptSpan(span)
 
     def finish(self, life: RequestLife, record: RequestRecord) -> None:
-        span = life.trace
-        if not isinstance(span, Span):  # never started (refused before it ran)
+        if life.trace is None:  # never started (refused before it ran)
             self.start(life, None)
-            span = life.trace
-            assert isinstance(span, Span)
-        if span.is_recording():
-            span.set_attributes(_attributes(record))
-            if record.status == "error":
-                span.set_status(StatusCode.ERROR)
-        span.end()
+        state = life.trace
+        assert isinstance(state, _Trace)
+        if not state.sampled:
+            return
+        state.attributes.update(_attributes(record))
+        server = SpanData(
+            state.trace_id,
+            state.span_id,
+            state.parent_id,
+            True,  # a parent of the request's span is the client's
+            state.flags,
+            state.state,
+            SERVER,
+            f"{life.operation} {life.model}",
+            state.start_ns,
+            time.time_ns(),
+            state.attributes,
+            record.status == "error",
+        )
+        self._outlet.put([server, *state.ended])
 
 
 def _incoming(life: RequestLife) -> Context | None:
@@ -195,8 +226,8 @@ def _incoming(life: RequestLife) -> Context | None:
 
 
 def _attributes(record: RequestRecord) -> dict[str, Any]:
-    """The span's attributes from the record. Each one costs about 5 microseconds to set and
-    export: what the access log, the metrics or another attribute already say is left out."""
+    """The span's attributes from the record; what the access log, the metrics or another
+    attribute already say is left out."""
     out: dict[str, Any] = {
         "gen_ai.response.id": record.request_id,
         "gen_ai.usage.input_tokens": record.prompt_tokens,
@@ -222,17 +253,19 @@ class _AttemptSpan:
     """One upstream attempt's span; entered around the call that starts the upstream request,
     it hands the span's ``traceparent`` to the engine through the context."""
 
-    __slots__ = ("_headers", "_span", "_token")
+    __slots__ = ("_attributes", "_headers", "_name", "_span_id", "_start", "_state", "_token")
 
-    def __init__(self, span: Span) -> None:
-        self._span = span
+    def __init__(self, state: _Trace, name: str, attributes: dict[str, Any]) -> None:
+        self._state = state
+        self._name = name
+        self._attributes = attributes
+        self._span_id = _IDS.generate_span_id()
+        self._start = time.time_ns()
+        self._headers = state.headers(self._span_id)
         self._token: Token[tuple[tuple[str, str], ...]] | None = None
-        context = span.get_span_context()
-        self._headers = _trace_context(context)
 
     def __enter__(self) -> None:
-        if self._headers:
-            self._token = trace_headers.set(self._headers)
+        self._token = trace_headers.set(self._headers)
 
     def __exit__(self, *exc: object) -> None:
         if self._token is not None:
@@ -240,16 +273,23 @@ class _AttemptSpan:
             self._token = None
 
     def end(self, error: str | None) -> None:
-        if error is not None and self._span.is_recording():
-            self._span.set_attribute("error.type", error)
-            self._span.set_status(StatusCode.ERROR)
-        self._span.end()
-
-
-def _trace_context(context: SpanContext) -> tuple[tuple[str, str], ...]:
-    """W3C ``traceparent`` (and ``tracestate``) of ``context``; none when it is invalid."""
-    if not context.is_valid:
-        return ()
-    parent = f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
-    state = context.trace_state.to_header() if context.trace_state else ""
-    return (("traceparent", parent), ("tracestate", state)) if state else (("traceparent", parent),)
+        state = self._state
+        if not state.sampled:
+            return
+        if error is not None:
+            self._attributes["error.type"] = error
+        span = SpanData(
+            state.trace_id,
+            self._span_id,
+            state.span_id,
+            False,
+            state.flags,
+            state.state,
+            CLIENT,
+            self._name,
+            self._start,
+            time.time_ns(),
+            self._attributes,
+            error is not None,
+        )
+        state.ended.append(span)

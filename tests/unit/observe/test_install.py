@@ -49,9 +49,11 @@ async def test_the_spec_and_environment_choose_what_is_installed(
     otel_env(monkeypatch, {"OTEL_TRACES_EXPORTER": "console"})
     recorder, observe = installed(Spec(models=[]))
     assert isinstance(recorder.tracer, OtelTracer)
+    assert observe.spans is not None and observe.spans.exporters == ("console",)
     async with observe:
-        pass  # leaving shuts the tracer provider down
-    assert observe.tracer_provider is not None
+        child = observe.spans._proc
+        assert child is not None and child.returncode is None  # the exporter process runs
+    assert child.returncode == 0  # leaving stops it: it exported what was left and exited
 
 
 async def test_a_request_through_the_app_is_counted_and_logged(

@@ -1,21 +1,26 @@
-"""The tracer: when OTEL_* turns it on, and the spans a request and its attempts make."""
+"""The tracer: when OTEL_* turns it on, and the spans a request and its attempts make (written
+in process here, through the SDK's in-memory exporter; the server's child process is
+tests/unit/observe/test_span_process.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler
 from opentelemetry.trace import SpanKind, StatusCode
 
 from cloudlet.domain import ChatMessage, GenerationRequest, ModelId, SamplingParams
 from cloudlet.engines.propagation import trace_headers
 from cloudlet.gateway.life import Arrival, Recorder
 from cloudlet.gateway.prices import Prices
-from cloudlet.observe.tracing import OtelTracer, provider_from_env
+from cloudlet.observe.spans import SpanWriter, resource
+from cloudlet.observe.tracing import OtelTracer, exporters_from_env, sampler_from_env
 from tests.otlp_receiver import OtlpReceiver
 from tests.unit.observe.records import record, refused
 
@@ -38,10 +43,7 @@ def test_tracing_is_off_unless_an_exporter_is_configured(
     environ: dict[str, str], on: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     otel_env(monkeypatch, environ)
-    provider = provider_from_env()
-    assert (provider is not None) == on
-    if provider is not None:
-        provider.shutdown()
+    assert bool(exporters_from_env()) == on
 
 
 @pytest.mark.parametrize(
@@ -60,34 +62,28 @@ def test_an_exporter_it_cannot_make_is_an_error_line_and_no_tracing(
 ) -> None:
     otel_env(monkeypatch, environ)
     caplog.set_level(logging.ERROR, "cloudlet.observe.tracing")
-    assert provider_from_env() is None
+    assert exporters_from_env() == []
     assert "not supported" in caplog.text
 
 
 def test_the_service_is_named_cloudlet_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
     otel_env(monkeypatch, {"OTEL_TRACES_EXPORTER": "console"})
-    provider = provider_from_env()
-    assert provider is not None
-    assert provider.resource.attributes["service.name"] == "cloudlet"
-    provider.shutdown()
+    assert resource().attributes["service.name"] == "cloudlet"
     monkeypatch.setenv("OTEL_SERVICE_NAME", "gateway-eu")
-    provider = provider_from_env()
-    assert provider is not None
-    assert provider.resource.attributes["service.name"] == "gateway-eu"
-    provider.shutdown()
+    assert resource().attributes["service.name"] == "gateway-eu"
 
 
 def test_spans_reach_the_endpoint_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
     receiver = OtlpReceiver().start()
     try:
         otel_env(monkeypatch, {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint})
-        provider = provider_from_env()
-        assert provider is not None
-        life = Recorder(Prices([], dict), tracer=OtelTracer(provider)).begin(
+        writer = SpanWriter.exporting(exporters_from_env())
+        tracer = OtelTracer(writer)
+        life = Recorder(Prices([], dict), tracer=tracer).begin(
             Arrival.now("req-1"), "embeddings", "minilm"
         )
-        OtelTracer(provider).finish(life, record(operation="embeddings", model="minilm"))
-        provider.shutdown()  # exports what is left
+        tracer.finish(life, record(operation="embeddings", model="minilm"))
+        writer.shutdown()  # exports what is left
         (span,) = receiver.wait_for(1)
     finally:
         receiver.stop()
@@ -106,9 +102,7 @@ def otel_env(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str]) -> None:
 @pytest.fixture
 def spans() -> tuple[OtelTracer, InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
-    provider = TracerProvider(shutdown_on_exit=False)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return OtelTracer(provider), exporter
+    return OtelTracer(SpanWriter([SimpleSpanProcessor(exporter)])), exporter
 
 
 def recorder(tracer: OtelTracer) -> Recorder:
@@ -251,3 +245,58 @@ def test_sampling_settings_left_at_their_defaults_are_not_recorded(
         "gen_ai.request.temperature",
         "gen_ai.request.top_p",
     } & set(span.attributes)
+
+
+def test_a_client_trace_is_continued_with_its_state(
+    spans: tuple[OtelTracer, InMemorySpanExporter],
+) -> None:
+    tracer, exporter = spans
+    client_trace, client_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    arrival = Arrival.now("req-3")
+    arrival = dataclasses.replace(
+        arrival, traceparent=f"00-{client_trace}-{client_span}-01", tracestate="vendor=abc"
+    )
+    life = recorder(tracer).begin(arrival, "chat", "chat")
+    life.start(None)
+    attempt = life.attempt("local", "llamacpp")
+    with attempt.trace:
+        sent = dict(trace_headers.get())
+    attempt.end(None)
+    tracer.finish(life, record(request_id="req-3"))
+
+    server, served = sorted(exporter.get_finished_spans(), key=lambda s: s.kind.value)
+    assert server.kind == SpanKind.SERVER
+    assert server.parent is not None and server.parent.is_remote
+    assert f"{server.parent.span_id:016x}" == client_span
+    assert f"{server.context.trace_id:032x}" == client_trace
+    assert sent["traceparent"] == f"00-{client_trace}-{served.context.span_id:016x}-01"
+    assert sent["tracestate"] == "vendor=abc"
+
+
+@pytest.mark.parametrize(
+    ("sampler", "traceparent"),
+    [
+        (ALWAYS_OFF, None),  # OTEL_TRACES_SAMPLER=always_off
+        (None, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),  # client: unsampled
+    ],
+)
+def test_an_unsampled_request_makes_no_spans_and_passes_its_decision_on(
+    sampler: Sampler | None, traceparent: str | None
+) -> None:
+    exporter = InMemorySpanExporter()
+    tracer = OtelTracer(SpanWriter([SimpleSpanProcessor(exporter)]), sampler)
+    arrival = dataclasses.replace(Arrival.now("req-4"), traceparent=traceparent)
+    life = recorder(tracer).begin(arrival, "chat", "chat")
+    life.start(None)
+    attempt = life.attempt("local", "llamacpp")
+    with attempt.trace:
+        sent = dict(trace_headers.get())
+    attempt.end(None)
+    tracer.finish(life, record(request_id="req-4"))
+    assert exporter.get_finished_spans() == ()
+    assert sent["traceparent"].endswith("-00")  # not sampled, still one trace downstream
+
+
+def test_the_sampler_is_the_one_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    otel_env(monkeypatch, {"OTEL_TRACES_SAMPLER": "always_off"})
+    assert sampler_from_env() is ALWAYS_OFF
