@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from collections.abc import Iterator
 
@@ -126,3 +127,18 @@ async def running(
             return proc
         await asyncio.sleep(0.01)
     raise AssertionError("no span exporter process started")
+
+
+async def test_the_child_yields_the_cpu_to_the_server(receiver: OtlpReceiver) -> None:
+    spans = SpanProcess(["otlp"])
+    await spans.start()
+    child = await running(spans)
+    try:
+        server = os.getpriority(os.PRIO_PROCESS, 0)
+        for _ in range(500):  # it lowers its priority first thing
+            if os.getpriority(os.PRIO_PROCESS, child.pid) != server:
+                break
+            await asyncio.sleep(0.01)
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(server + span_process.NICE, 19)
+    finally:
+        await spans.close(wait_s=30)
