@@ -60,8 +60,14 @@ def start_server(
         cwd=tmp,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
-        # Each server gets its own data directory, so its ledger and keys are its own.
-        env={**os.environ, "COLUMNS": "200", "XDG_DATA_HOME": str(tmp / "data"), **(env or {})},
+        # Each server gets its own data directory, so its ledger and keys are its own; tracing
+        # is on only where a test asks for it (not from the shell's OTEL_*).
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+            "COLUMNS": "200",
+            "XDG_DATA_HOME": str(tmp / "data"),
+            **(env or {}),
+        },
     )
     server = Server(process, f"http://127.0.0.1:{port}", log)
     deadline = time.monotonic() + 300

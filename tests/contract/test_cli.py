@@ -42,6 +42,7 @@ def test_models_of_a_server(server: Server) -> None:
 def test_server_output_has_banner_and_no_llama_cpp_noise(server: Server) -> None:
     out = server.output()
     assert f"listening on {server.v1}" in out
+    assert "tracing: off" in out  # no OTEL_* exporter configured
     assert "smollm2" in out and "all-minilm-l6-v2" in out
     for noise in ("llama_model_loader", "load_tensors", "llama_context", "system_info"):
         assert noise not in out

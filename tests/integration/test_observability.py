@@ -228,7 +228,8 @@ routes:
     targets: [first, second]
     retry: {{backoff_ms: 0}}
 """
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50"}
+    endpoint = receiver.endpoint
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50"}
     srv = start_server(tmp_path_factory.mktemp("traced"), config, env)
     client_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
     client_span = "00f067aa0ba902b7"
@@ -245,6 +246,7 @@ routes:
         stop_server(srv)
         receiver.stop()
     log = srv.output()
+    assert f"tracing: OTLP to {endpoint}/v1/traces" in " ".join(log.split())  # the banner
 
     named = {span.name: span for span in spans}
     assert sorted(named) == ["chat chat", "chat first", "chat second"]

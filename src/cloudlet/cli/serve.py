@@ -149,6 +149,7 @@ def serve(
         app.state.drain,
         catalog,
         app.state.pipeline,
+        tracing=app.state.observe.describe_tracing(),
         cluster_line=(
             f"cluster: local models run on their engine pods in namespace {namespace!r}; "
             f"a model at zero replicas is scaled up, requests wait up to {wake_timeout:.0f}s"
@@ -227,9 +228,11 @@ class _BannerServer(DrainingServer):
         catalog: Catalog,
         pipeline: Pipeline,
         *,
+        tracing: str | None = None,
         cluster_line: str | None = None,
     ) -> None:
         super().__init__(config, drain, spec.server.drain_timeout_s)
+        self._tracing = tracing
         self._cluster_line = cluster_line
         self._spec = spec
         self._catalog = catalog
@@ -244,7 +247,15 @@ class _BannerServer(DrainingServer):
             if self._pipeline.accounting is None:
                 auth += " [yellow](storage.ledger: off: no API keys, limits or ledger)[/]"
             console().print(
-                banner(self._spec, bound[0], bound[1], self._catalog, auth, self._cluster_line)
+                banner(
+                    self._spec,
+                    bound[0],
+                    bound[1],
+                    self._catalog,
+                    auth,
+                    self._cluster_line,
+                    tracing=self._tracing,
+                )
             )
             # What start-up built (modules, app, schemas) lives as long as the server: move it
             # out of the collector's sight, so each full collection walks only request garbage.
@@ -253,7 +264,14 @@ class _BannerServer(DrainingServer):
 
 
 def banner(
-    spec: Spec, host: str, port: int, catalog: Catalog, auth: str, cluster: str | None = None
+    spec: Spec,
+    host: str,
+    port: int,
+    catalog: Catalog,
+    auth: str,
+    cluster: str | None = None,
+    *,
+    tracing: str | None = None,
 ) -> Panel:
     shown = f"[{host}]" if ":" in host else host
     base = f"http://{shown}:{port}"
@@ -284,6 +302,7 @@ def banner(
         "health: /health   ready: /ready   metrics: /metrics   docs: /docs",
         f"auth: {auth}",
         f"policy: {_policy_line(catalog)}",
+        f"tracing: {tracing}" if tracing else "tracing: off (set OTEL_EXPORTER_OTLP_ENDPOINT)",
         *([cluster] if cluster else []),
     ]
     return Panel(Group(*lines, "", table), title="cloudlet", expand=False)

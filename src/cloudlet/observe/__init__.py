@@ -22,7 +22,7 @@ from cloudlet.gateway.life import Recorder
 from cloudlet.observe.access_log import AccessLog
 from cloudlet.observe.metrics import BudgetGauge, RequestMetrics
 from cloudlet.observe.span_process import SpanProcess
-from cloudlet.observe.tracing import OtelTracer, exporters_from_env
+from cloudlet.observe.tracing import OtelTracer, describe_exporters, exporters_from_env
 from cloudlet.pricing import Money
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,12 @@ class Observability:
         self.budgets = budgets
         self.access_log = access_log
         self.spans = spans
+
+    def describe_tracing(self) -> str | None:
+        """Where spans go, for the start-up banner (None: tracing is off)."""
+        if self.spans is None:
+            return None
+        return describe_exporters(self.spans.exporters)
 
     async def refresh(self) -> None:
         """Read what is read at scrape time (the cloud budgets' spending)."""

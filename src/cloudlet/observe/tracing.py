@@ -74,6 +74,24 @@ def exporters_from_env() -> list[str]:
     return checked(names, env)
 
 
+def describe_exporters(names: list[str] | tuple[str, ...]) -> str:
+    """Where the exporters ``names`` send spans, as ``OTEL_*`` says, and how they sample."""
+    env = os.environ
+    where = []
+    for name in names:
+        if name == "console":
+            where.append("console (stdout)")
+            continue
+        endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        if not endpoint:
+            base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318")
+            endpoint = base.rstrip("/") + "/v1/traces"
+        where.append(f"OTLP to {endpoint}")
+    sampler = env.get("OTEL_TRACES_SAMPLER", "parentbased_always_on")
+    arg = env.get("OTEL_TRACES_SAMPLER_ARG")
+    return ", ".join(where) + f"; sampler {sampler}" + (f" ({arg})" if arg else "")
+
+
 def sampler_from_env() -> Sampler:
     """The sampler ``OTEL_TRACES_SAMPLER`` names, as the SDK reads it (by default, the
     parent's decision, and every new trace sampled)."""
