@@ -12,8 +12,8 @@ the environment). Sending costs the loop a few microseconds per request.
 The child runs at a lower priority (:data:`NICE`): on a machine whose CPUs are all busy
 serving, the export waits, and its queue (``OTEL_BSP_MAX_QUEUE_SIZE``) drops what overflows
 rather than the server slowing down. Measured under wrk on 2 cores, that took tracing's cost
-from 16 % of requests/s to 5 % (the child at the server's own priority took CPU the server and
-its clients needed).
+from 16 % of requests/s to 5-7 % (the child at the server's own priority took CPU the server
+and its clients needed).
 
 Tracing never holds a request up: while the child is not running (before the app starts, or
 after it died: it is started again after :data:`RESTART_S`) at most :data:`MAX_PENDING` spans

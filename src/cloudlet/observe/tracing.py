@@ -116,6 +116,7 @@ class _Trace:
         "attributes",
         "ended",
         "flags",
+        "name",
         "parent_id",
         "span_id",
         "start_ns",
@@ -124,15 +125,23 @@ class _Trace:
     )
 
     def __init__(
-        self, trace_id: int, parent_id: int, flags: int, state: str, start_ns: int
+        self,
+        name: str,
+        trace_id: int,
+        parent_id: int,
+        flags: int,
+        state: str,
+        start_ns: int,
+        attributes: dict[str, Any],
     ) -> None:
+        self.name = name
         self.trace_id = trace_id
         self.span_id = _IDS.generate_span_id()
         self.parent_id = parent_id  # the client's span, 0 for none
         self.flags = flags
         self.state = state  # the W3C tracestate header, "" for none
         self.start_ns = start_ns
-        self.attributes: dict[str, Any] = {}
+        self.attributes = attributes
         self.ended: list[SpanData] = []  # the attempts' spans
 
     @property
@@ -187,9 +196,8 @@ class OtelTracer:
             state = decided.trace_state.to_header()
         flags = _SAMPLED if decided.decision is Decision.RECORD_AND_SAMPLE else 0
         attributes.update(decided.attributes or {})
-        state_of = _Trace(trace_id, parent_id, flags, state, _ns(life.arrival.ts.timestamp()))
-        state_of.attributes = attributes
-        life.trace = state_of
+        started = _ns(life.arrival.ts.timestamp())
+        life.trace = _Trace(name, trace_id, parent_id, flags, state, started, attributes)
 
     def attempt(self, life: RequestLife, target: str, provider: str) -> _AttemptSpan:
         if life.trace is None:
@@ -222,7 +230,7 @@ class OtelTracer:
             state.flags,
             state.state,
             SERVER,
-            f"{life.operation} {life.model}",
+            state.name,
             state.start_ns,
             time.time_ns(),
             state.attributes,

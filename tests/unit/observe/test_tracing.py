@@ -256,13 +256,7 @@ def test_a_client_trace_is_continued_with_its_state(
     arrival = dataclasses.replace(
         arrival, traceparent=f"00-{client_trace}-{client_span}-01", tracestate="vendor=abc"
     )
-    life = recorder(tracer).begin(arrival, "chat", "chat")
-    life.start(None)
-    attempt = life.attempt("local", "llamacpp")
-    with attempt.trace:
-        sent = dict(trace_headers.get())
-    attempt.end(None)
-    tracer.finish(life, record(request_id="req-3"))
+    sent = served_once(tracer, arrival, "req-3")
 
     server, served = sorted(exporter.get_finished_spans(), key=lambda s: s.kind.value)
     assert server.kind == SpanKind.SERVER
@@ -286,15 +280,22 @@ def test_an_unsampled_request_makes_no_spans_and_passes_its_decision_on(
     exporter = InMemorySpanExporter()
     tracer = OtelTracer(SpanWriter([SimpleSpanProcessor(exporter)]), sampler)
     arrival = dataclasses.replace(Arrival.now("req-4"), traceparent=traceparent)
+    sent = served_once(tracer, arrival, "req-4")
+    assert exporter.get_finished_spans() == ()
+    assert sent["traceparent"].endswith("-00")  # not sampled, still one trace downstream
+
+
+def served_once(tracer: OtelTracer, arrival: Arrival, request_id: str) -> dict[str, str]:
+    """A request that arrived as ``arrival``, served by one attempt; the trace headers that
+    attempt sent upstream."""
     life = recorder(tracer).begin(arrival, "chat", "chat")
     life.start(None)
     attempt = life.attempt("local", "llamacpp")
     with attempt.trace:
         sent = dict(trace_headers.get())
     attempt.end(None)
-    tracer.finish(life, record(request_id="req-4"))
-    assert exporter.get_finished_spans() == ()
-    assert sent["traceparent"].endswith("-00")  # not sampled, still one trace downstream
+    tracer.finish(life, record(request_id=request_id))
+    return sent
 
 
 def test_the_sampler_is_the_one_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
