@@ -1,25 +1,27 @@
-"""The server's span exporter: a child process that makes and exports the SDK's spans.
+"""The server's span exporter: a child process that encodes and exports the finished spans.
 
-Building OpenTelemetry spans and encoding them as OTLP is Python work that holds the GIL:
-about 250 microseconds per request, on the event loop or beside it, a third of what a gateway
-serves. :class:`SpanProcess` moves it out: the tracer's finished spans
+Encoding spans as OTLP is Python work that holds the GIL; with the SDK's spans and encoder it
+was about 250 microseconds per request on the event loop or beside it, a third of what a
+gateway serves. :class:`SpanProcess` moves it out: the tracer's finished spans
 (:class:`~cloudlet.observe.spans.SpanData`, plain tuples) are gathered on the loop and sent
 every :data:`FLUSH_S` (or every :data:`BATCH` spans) down a pipe, pickled, to
-``python -m cloudlet.observe.span_process``, which runs a
-:class:`~cloudlet.observe.spans.SpanWriter` with the exporters ``OTEL_*`` names (it inherits
-the environment). Sending costs the loop a few microseconds per request.
+``python -m cloudlet.observe.span_process``, which hands them to the writers of the exporters
+``OTEL_*`` names (it inherits the environment): OTLP encoded by cloudlet
+(:class:`~cloudlet.observe.otlp.OtlpWriter`, about 20 microseconds per request), the console
+through the SDK's spans (:class:`~cloudlet.observe.spans.SpanWriter`). Sending costs the loop
+a few microseconds per request.
 
 The child runs at a lower priority (:data:`NICE`): on a machine whose CPUs are all busy
-serving, the export waits, and its queue (``OTEL_BSP_MAX_QUEUE_SIZE``) drops what overflows
-rather than the server slowing down. Measured under wrk on 2 cores, that took tracing's cost
-from 16 % of requests/s to 5-7 % (the child at the server's own priority took CPU the server
-and its clients needed).
+serving, the export waits rather than the server slowing down. Measured under wrk on 2 cores
+(with the SDK's encoding), that took tracing's cost from 16 % of requests/s to 5-7 % (the
+child at the server's own priority took CPU the server and its clients needed).
 
 Tracing never holds a request up: while the child is not running (before the app starts, or
 after it died: it is started again after :data:`RESTART_S`) at most :data:`MAX_PENDING` spans
-wait, and while it falls behind at most :data:`MAX_BUFFERED` bytes do; what does not fit is
-dropped and counted in a warning, as the SDK's own queue does. Closing sends what is left,
-closes the pipe (the child exports the rest and exits) and waits for it, not forever.
+wait, and while it falls behind (a slow collector) at most :data:`MAX_BUFFERED` bytes do; what
+does not fit is dropped and counted in a warning, as the SDK's own queue does. Closing sends
+what is left, closes the pipe (the child exports the rest and exits) and waits for it, not
+forever.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ import struct
 import sys
 from collections.abc import Sequence
 
-from cloudlet.observe.spans import SpanData, SpanWriter
+from cloudlet.observe.otlp import OtlpWriter
+from cloudlet.observe.spans import SpanData, SpanWriter, Writer, exporter
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +163,15 @@ class SpanProcess:
                 await runner
 
 
+def writers(exporters: Sequence[str]) -> list[Writer]:
+    """The writers of the exporters ``exporters`` names: OTLP encoded by cloudlet (see
+    :mod:`cloudlet.observe.otlp`), the console through the SDK's spans."""
+    return [
+        OtlpWriter.from_env() if name == "otlp" else SpanWriter.exporting([exporter(name)])
+        for name in exporters
+    ]
+
+
 def main(exporters: Sequence[str]) -> None:
     """The child: export the spans read from stdin until it closes, then the rest, and exit."""
     # The server stops it by closing the pipe (also when the server dies): a Ctrl-C or a
@@ -169,7 +181,7 @@ def main(exporters: Sequence[str]) -> None:
     # Exporting is background work: when the CPUs are all busy, serving goes first.
     os.nice(NICE)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s (span exporter) %(message)s")
-    writer = SpanWriter.exporting(exporters)
+    outs = writers(exporters)
     stdin = sys.stdin.buffer
     try:
         while (head := stdin.read(_FRAME.size)) and len(head) == _FRAME.size:
@@ -177,9 +189,12 @@ def main(exporters: Sequence[str]) -> None:
             body = stdin.read(size)
             if len(body) < size:
                 break
-            writer.put(pickle.loads(body))  # noqa: S301 (our parent's pipe, nobody else's)
+            spans = pickle.loads(body)  # noqa: S301 (our parent's pipe, nobody else's)
+            for out in outs:
+                out.put(spans)
     finally:
-        writer.shutdown()
+        for out in outs:
+            out.shutdown()
 
 
 if __name__ == "__main__":

@@ -2,17 +2,19 @@
 
 The tracer (:mod:`cloudlet.observe.tracing`) describes each finished span as a
 :class:`SpanData`: a tuple of ids, name, times and attributes, cheap to make and to pickle. A
-:class:`SpanWriter` turns them into the SDK's :class:`~opentelemetry.sdk.trace.ReadableSpan`
-and hands them to its span processors, which export them. The server runs its writer in a
-child process (:mod:`cloudlet.observe.span_process`), so that the SDK's work and the OTLP
-encoding never take the event loop's time; tests run one in process.
+:class:`Writer` exports them: a :class:`SpanWriter` turns them into the SDK's
+:class:`~opentelemetry.sdk.trace.ReadableSpan` and hands them to its span processors (the
+console exporter, and tests, through the SDK's in-memory exporter);
+:class:`~cloudlet.observe.otlp.OtlpWriter` encodes them as OTLP itself. The server runs its
+writers in a child process (:mod:`cloudlet.observe.span_process`), so that this work never
+takes the event loop's time; tests run them in process.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
 
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Attributes, Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
@@ -49,6 +51,16 @@ class SpanData(NamedTuple):
     end_ns: int
     attributes: dict[str, Any]
     error: bool
+
+
+class Writer(Protocol):
+    """Where finished spans are written: made into the SDK's spans (:class:`SpanWriter`) or
+    encoded as OTLP (:class:`~cloudlet.observe.otlp.OtlpWriter`), and exported."""
+
+    def put(self, spans: Sequence[SpanData]) -> None: ...
+
+    def shutdown(self) -> None:
+        """Export what is left and stop."""
 
 
 def resource() -> Resource:
@@ -98,10 +110,11 @@ class SpanWriter:
         self._scope = InstrumentationScope("cloudlet", __version__)
 
     @classmethod
-    def exporting(cls, names: Iterable[str]) -> SpanWriter:
-        return cls(BatchSpanProcessor(exporter(name)) for name in names)
+    def exporting(cls, exporters: Iterable[SpanExporter]) -> SpanWriter:
+        """A writer batching spans to each of ``exporters`` (``OTEL_BSP_*`` sets how)."""
+        return cls(BatchSpanProcessor(each) for each in exporters)
 
-    def put(self, spans: Iterable[SpanData]) -> None:
+    def put(self, spans: Sequence[SpanData]) -> None:
         for data in spans:
             span = self.readable(data)
             for processor in self._processors:

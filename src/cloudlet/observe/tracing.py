@@ -5,7 +5,8 @@ is built): ``OTEL_TRACES_EXPORTER`` (``otlp``, ``console``; ``none`` turns traci
 without it, ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_ENDPOINT``;
 ``OTEL_SDK_DISABLED=true`` turns it off whatever else is set. OTLP goes over HTTP/protobuf;
 the SDK reads the rest as the specification says (endpoint, headers, timeout, compression,
-``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER``, ``OTEL_BSP_*``).
+``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER``), and
+``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` caps the spans per OTLP request.
 
 A request is one ``SERVER`` span named ``{gen_ai.operation.name} {gen_ai.request.model}``
 from its arrival to its end, continuing the client's ``traceparent`` when it sent one; each
@@ -14,8 +15,8 @@ remote engine as ``traceparent`` through :mod:`cloudlet.engines.propagation`. Pr
 completions are never recorded.
 
 On the request's path the tracer only draws ids, asks the sampler, and describes each span
-as it ends (:class:`~cloudlet.observe.spans.SpanData`); the SDK's spans and their export are
-made elsewhere: in the server, by a child process (:mod:`cloudlet.observe.span_process`).
+as it ends (:class:`~cloudlet.observe.spans.SpanData`); their encoding and export happen
+elsewhere: in the server, in a child process (:mod:`cloudlet.observe.span_process`).
 The SDK's own spans cost the event loop about 140 microseconds per request, and its OTLP
 encoding (on its export thread, holding the GIL) 110 more: a third of the requests a
 gateway serves per second.

@@ -19,6 +19,7 @@ from cloudlet.domain import ChatMessage, GenerationRequest, ModelId, SamplingPar
 from cloudlet.engines.propagation import trace_headers
 from cloudlet.gateway.life import Arrival, Recorder
 from cloudlet.gateway.prices import Prices
+from cloudlet.observe.span_process import writers
 from cloudlet.observe.spans import SpanWriter, resource
 from cloudlet.observe.tracing import OtelTracer, exporters_from_env, sampler_from_env
 from tests.otlp_receiver import OtlpReceiver
@@ -77,7 +78,7 @@ def test_spans_reach_the_endpoint_the_environment_names(monkeypatch: pytest.Monk
     receiver = OtlpReceiver().start()
     try:
         otel_env(monkeypatch, {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint})
-        writer = SpanWriter.exporting(exporters_from_env())
+        (writer,) = writers(exporters_from_env())  # the OTLP encoding the server's child runs
         tracer = OtelTracer(writer)
         life = Recorder(Prices([], dict), tracer=tracer).begin(
             Arrival.now("req-1"), "embeddings", "minilm"
