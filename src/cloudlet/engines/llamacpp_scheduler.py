@@ -32,7 +32,7 @@ from cloudlet.domain import Finished, FinishReason, TextDelta, Usage
 from cloudlet.engines import llamacpp_warmup
 from cloudlet.engines.llamacpp_sampling import TokenPieces, token_logprob
 from cloudlet.engines.llamacpp_slots import BatchJob, Event, Run, Slots
-from cloudlet.engines.rates import RateMeter
+from cloudlet.engines.rates import JobTimes, RateMeter, WindowRate
 from cloudlet.errors import EngineError, EngineUnavailable
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 # BURST_MAX_S): a burst then starts in one decode step.
 BURST_QUIET_S = 0.002
 BURST_MAX_S = 0.02
-_RATE_WINDOW_S = 10.0  # tokens/s is measured over the decode steps of this many recent seconds
 
 
 @dataclass
@@ -86,10 +85,10 @@ class Scheduler:
         self._stopping = False
         self._waiting: deque[BatchJob] = deque()  # decode thread only
         self._outbox: list[tuple[BatchJob, Event]] = []
-        self._steps: deque[tuple[float, int, float]] = deque()  # (end, tokens, seconds)
         self._rates = RateMeter()
+        self._window = WindowRate()  # tokens/s over the decode steps of the last 10 s
+        self._times = JobTimes(parallel)  # under _cond
         self._costs: llamacpp_warmup.StepCosts | None = None  # measured by the warm-up
-        self._budget = [0, 0]  # max_tokens and prompt tokens of the outstanding jobs
         self._warmed = threading.Event()
         self._thread = threading.Thread(target=self._main, name=f"decode-{name}", daemon=True)
 
@@ -118,20 +117,16 @@ class Scheduler:
         ages = [now - run.started for slot in self._slots.all if (run := slot.run) is not None]
         return max(self.prior_job_seconds(), max(ages, default=0.0))
 
+    def prior_job_seconds(self) -> float:
+        """What the warm-up predicts for the outstanding jobs (0 before it ran, or when idle)."""
+        with self._cond:
+            return self._times.prior()
+
     def typical_job_seconds(self, max_tokens: int, prompt_tokens: int) -> float:
         """The warm-up's prior for one job of that size, for an estimate needed before any
         job is in hand (the gateway in front of a worker process counts the jobs itself and
         must know a job's duration before the first burst reaches the worker)."""
-        costs = self._costs
-        return costs.job_seconds(max_tokens, prompt_tokens, self.parallel) if costs else 0.0
-
-    def prior_job_seconds(self) -> float:
-        """What the warm-up predicts for the outstanding jobs (0 before it ran, or when idle)."""
-        costs, outstanding = self._costs, self.stats.outstanding
-        if costs is None or outstanding <= 0:
-            return 0.0
-        tokens, prompt = self._budget
-        return costs.job_seconds(tokens / outstanding, prompt / outstanding, self.parallel)
+        return self._times.typical(max_tokens, prompt_tokens)
 
     def is_full(self, queue_size: int) -> bool:
         """Whether every slot is taken and ``queue_size`` jobs already wait for one."""
@@ -146,8 +141,7 @@ class Scheduler:
                 return False
             for job in jobs:
                 self.stats.outstanding += 1
-                self._budget[0] += job.max_tokens
-                self._budget[1] += len(job.tokens)
+                self._times.admitted(job.max_tokens, len(job.tokens))
                 self._incoming.append(job)
             self._cond.notify()
         return True
@@ -169,6 +163,8 @@ class Scheduler:
             self._costs = llamacpp_warmup.measure(
                 self._ctx, self._batch, self._vocab, self.parallel, self._n_batch
             )
+            with self._cond:
+                self._times.costs = self._costs
         except Exception:  # no prior: the estimate waits for the first measured job
             log.warning("warm-up failed; queue waits are estimated once a job ends", exc_info=True)
         finally:
@@ -312,7 +308,8 @@ class Scheduler:
                     sampled += 1
             self._sample(run, run.row)
             sampled += 1
-        self._measure(started, sampled)
+        now = time.monotonic()  # the step's time, sampling included
+        self.stats.tokens_per_second = self._window.step(now, sampled, now - started)
 
     def _sample(self, run: Run, row: int) -> None:
         """Sample ``run``'s next token from the logits of batch row ``row``."""
@@ -371,8 +368,8 @@ class Scheduler:
         """Free the slot (its cells stay, as cache) and send the stream's last event."""
         self._slots.release(run.slot)
         elapsed = time.monotonic() - run.started
-        s = self.stats
-        s.job_seconds = 0.8 * s.job_seconds + 0.2 * elapsed if s.job_seconds else elapsed
+        with self._cond:
+            self.stats.job_seconds = self._times.ended(elapsed)
         self._release(run.job, last)
 
     def _release(self, job: BatchJob, last: Event | None) -> None:
@@ -382,17 +379,7 @@ class Scheduler:
             self._outbox.append((job, last))
         with self._cond:
             self.stats.outstanding -= 1
-            self._budget[0] -= job.max_tokens
-            self._budget[1] -= len(job.tokens)
-
-    def _measure(self, started: float, tokens: int) -> None:
-        now = time.monotonic()
-        self._steps.append((now, tokens, now - started))
-        while self._steps and self._steps[0][0] < now - _RATE_WINDOW_S:
-            self._steps.popleft()
-        busy = sum(step[2] for step in self._steps)
-        if busy > 0:
-            self.stats.tokens_per_second = sum(step[1] for step in self._steps) / busy
+            self._times.released(job.max_tokens, len(job.tokens))
 
     def _flush(self) -> None:
         if not self._outbox:
