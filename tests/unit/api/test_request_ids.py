@@ -3,6 +3,7 @@ the client's own id, echoed and kept with the row); the admin API finds the row 
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,3 +103,31 @@ def test_an_error_after_routing_says_where_it_ran(
     assert refused.status_code == 502 and "x-cloudlet-target" not in refused.headers
     [row] = row_of(client, refused.headers["x-request-id"])
     assert (row["status"], row["error"], row["target"]) == ("error", "upstream_error", None)
+
+
+def test_a_finished_request_leaves_nothing_for_the_garbage_collector(
+    client: TestClient, chat_engine: FakeChatEngine
+) -> None:
+    """Its life and arrival (which point at each other) and what they hold are freed by
+    reference counting once the response is out: the server can collect rarely."""
+    client.post("/v1/chat/completions", json=chat_body())  # warm: caches filled once
+    chat_engine.fail_after = 1
+    client.post("/v1/chat/completions", json=chat_body())
+    chat_engine.fail_after = None
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for _ in range(3):
+            assert client.post("/v1/chat/completions", json=chat_body()).status_code == 200
+        chat_engine.fail_after = 1  # an error answered after routing reads the life last
+        assert client.post("/v1/chat/completions", json=chat_body()).status_code == 500
+        gc.collect()
+        left = {
+            type(o).__qualname__ for o in gc.garbage if type(o).__module__.startswith("cloudlet")
+        }
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left == set()
