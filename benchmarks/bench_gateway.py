@@ -254,6 +254,18 @@ def wrk(
     )
 
 
+def _adjacent(side: str) -> int:
+    """The position of ``side`` in the throughput runs: cloudlet+keys@rev, cloudlet+keys,
+    cloudlet, cloudlet+tracing, cloudlet@rev, litellm (LiteLLM against cloudlet needs no
+    precision: an order of magnitude apart)."""
+    ranks = {"direct": 0, "cloudlet+keys@": 1, "cloudlet+keys": 2, "cloudlet": 3}
+    ranks |= {"cloudlet+tracing": 4, "cloudlet@": 5, "litellm": 6}
+    for prefix in sorted(ranks, key=len, reverse=True):
+        if side == prefix or (prefix.endswith("@") and side.startswith(prefix)):
+            return ranks[prefix]
+    return len(ranks)
+
+
 def own_cpu_seconds(pid: int) -> float:
     """User plus system CPU time the process has used so far (Linux /proc)."""
     try:
@@ -434,22 +446,30 @@ def main() -> None:
         cpu: dict[str, list[float]] = {s: [] for s in pids}
         own: dict[str, list[float]] = {s: [] for s in pids}  # the server process alone
         for round_ in range(args.rounds):
+            # Latency at 1 client, then throughput at 32, in an order that puts the sides
+            # compared next to each other, reversed every other round: a machine whose speed
+            # drifts (a VM's neighbours) then moves both sides of a pair alike.
             for side, url in sides.items():
-                key = keys.get(side, KEY)
-                p50, _, bad1 = wrk(url, 1, args.duration, tmp, key)
+                p50, _, bad = wrk(url, 1, args.duration, tmp, keys.get(side, KEY))
+                if bad:
+                    raise RuntimeError(f"{side}: {bad} failed requests")
+                if p50 > 0:  # wrk's all-zero latency report, even after retries: no sample
+                    p50s[side].append(p50)
+            order = sorted(sides, key=_adjacent)
+            for side in order if round_ % 2 == 0 else reversed(order):
                 pid = pids[side].pid if side in pids else 0
                 before = (cpu_seconds(pid), own_cpu_seconds(pid)) if pid else (0.0, 0.0)
-                _, r, bad32 = wrk(url, 32, args.duration, tmp, key)
-                if bad1 or bad32:
-                    raise RuntimeError(f"{side}: {bad1 + bad32} failed requests")
-                p50s[side].append(p50)
+                _, r, bad = wrk(sides[side], 32, args.duration, tmp, keys.get(side, KEY))
+                if bad:
+                    raise RuntimeError(f"{side}: {bad} failed requests")
                 rps[side].append(r)
                 if side in pids:  # the server's own CPU per request: robust to other load
                     served = r * args.duration
                     cpu[side].append((cpu_seconds(pid) - before[0]) / served * 1e6)
                     own[side].append((own_cpu_seconds(pid) - before[1]) / served * 1e6)
                 print(
-                    f"round {round_ + 1} {side:16s} p50@1 {p50:7.2f} ms   {r:8.0f} req/s @32"
+                    f"round {round_ + 1} {side:16s} p50@1 {(p50s[side] or [0.0])[-1]:7.2f} ms   "
+                    f"{r:8.0f} req/s @32"
                     + (f"   {cpu[side][-1]:6.0f} us CPU/request" if side in pids else ""),
                     flush=True,
                 )
@@ -458,7 +478,7 @@ def main() -> None:
 
     if exports == 0:
         raise RuntimeError("cloudlet+tracing exported no spans: the tracing side measured nothing")
-    med_p50 = {s: statistics.median(v) for s, v in p50s.items()}
+    med_p50 = {s: statistics.median(v or [0.0]) for s, v in p50s.items()}
     med_rps = {s: statistics.median(v) for s, v in rps.items()}
     med_cpu = {s: statistics.median(v) for s, v in cpu.items()}
     med_own = {s: statistics.median(v) for s, v in own.items()}
