@@ -254,16 +254,15 @@ def wrk(
     )
 
 
+#: Throughput runs go in this order ("@": a revision's side): each compared pair is adjacent,
+#: or one run apart (LiteLLM against cloudlet needs no precision: an order of magnitude apart).
+_ORDER = ("direct", "cloudlet+keys@", "cloudlet+keys", "cloudlet", "cloudlet+tracing", "cloudlet@")
+
+
 def _adjacent(side: str) -> int:
-    """The position of ``side`` in the throughput runs: cloudlet+keys@rev, cloudlet+keys,
-    cloudlet, cloudlet+tracing, cloudlet@rev, litellm (LiteLLM against cloudlet needs no
-    precision: an order of magnitude apart)."""
-    ranks = {"direct": 0, "cloudlet+keys@": 1, "cloudlet+keys": 2, "cloudlet": 3}
-    ranks |= {"cloudlet+tracing": 4, "cloudlet@": 5, "litellm": 6}
-    for prefix in sorted(ranks, key=len, reverse=True):
-        if side == prefix or (prefix.endswith("@") and side.startswith(prefix)):
-            return ranks[prefix]
-    return len(ranks)
+    """The position of ``side`` in the throughput runs (LiteLLM last)."""
+    name, at, _ = side.partition("@")
+    return _ORDER.index(name + at) if name + at in _ORDER else len(_ORDER)
 
 
 def own_cpu_seconds(pid: int) -> float:
