@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import aiohttp
+from pydantic_core import to_json
 
 from cloudlet.domain import (
     EmbeddingResult,
@@ -101,7 +101,7 @@ class OpenAIReplica:
         trace = trace_headers.get()  # see cloudlet.engines.propagation
         if trace:
             headers = {**headers, **dict(trace)}
-        data = json.dumps(body).encode()
+        data = to_json(body)  # pydantic-core's serializer (Rust): UTF-8 bytes at once
         return await session.post(
             self._endpoints[path], data=data, headers=headers, allow_redirects=False
         )

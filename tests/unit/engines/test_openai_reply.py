@@ -85,9 +85,18 @@ def test_a_malformed_chunk_is_an_upstream_error(chunk: object) -> None:
         feed(chunk, text_chunk("hi", "stop"))
 
 
-@pytest.mark.parametrize("data", [b"{not json", b"\xff\xfe", b"[" * 100_000])
-def test_a_chunk_that_is_not_json_is_an_upstream_error(data: bytes) -> None:
-    with pytest.raises(UpstreamError):
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (b"{not json", "is not JSON"),
+        (b"\xff\xfe", "is not JSON"),
+        (b'{"a": "\\ud800"}', "is not JSON"),  # a lone surrogate could never reach a client
+        (b"[" * 100_000, "is nested too deeply"),
+        (b'{"a": 1} {"b": 2}', "is not JSON"),
+    ],
+)
+def test_a_chunk_that_is_not_json_is_an_upstream_error(data: bytes, says: str) -> None:
+    with pytest.raises(UpstreamError, match=f"\\(a chunk {says}\\)"):
         feed(data)
 
 
