@@ -12,6 +12,8 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from cloudlet import __version__
+from cloudlet.api import bodies
+from cloudlet.api.anthropic_schemas import MessagesRequest
 from cloudlet.api.disconnect import CancelOnDisconnect
 from cloudlet.api.docs import install_docs
 from cloudlet.api.drain import DrainGuard, DrainState
@@ -20,6 +22,7 @@ from cloudlet.api.limits import BodyLimit
 from cloudlet.api.metrics import AuthFailures, make_registry
 from cloudlet.api.metrics import router as metrics_router
 from cloudlet.api.request_ids import RequestIds
+from cloudlet.api.responses_schemas import ResponsesRequest
 from cloudlet.api.routes import (
     admin,
     chat,
@@ -31,7 +34,12 @@ from cloudlet.api.routes import (
     responses,
     tokenize,
 )
-from cloudlet.api.schemas import ErrorResponse
+from cloudlet.api.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    ErrorResponse,
+)
 from cloudlet.api.ui import install_ui
 from cloudlet.config import Spec
 from cloudlet.config.storage import StorageSpec, mask_url
@@ -52,6 +60,15 @@ log = logging.getLogger(__name__)
 
 #: Requests whose handler is cancelled when their client leaves (see api/disconnect.py).
 GENERATION_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+
+#: Bodies the routes read themselves (see api/bodies.py): their schemas go into /openapi.json.
+READ_BODIES = (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    MessagesRequest,
+    ResponsesRequest,
+)
 
 
 class _App(FastAPI):
@@ -201,13 +218,16 @@ async def _open_accounts(
 
 
 def _document_errors(app: FastAPI) -> None:
-    """Put the error envelope's schema into /openapi.json (routes reference it)."""
+    """Put the error envelope's schema and the bodies the routes read themselves into
+    /openapi.json (routes reference them)."""
     original = app.openapi
 
     def openapi() -> dict[str, object]:
         if app.openapi_schema is None:
             schema = original()
             components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for name, body in bodies.schemas(READ_BODIES).items():
+                components.setdefault(name, body)
             components.update(
                 ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}").pop(
                     "$defs", {}

@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from cloudlet.api import convert, sse
+from cloudlet.api.bodies import read_body, request_body
 from cloudlet.api.errors import ERROR_RESPONSES
 from cloudlet.api.routes.deps import (
     Collected,
@@ -102,8 +103,10 @@ def tool_delta_out(event: ToolCallDelta) -> ToolCallDeltaOut:
     response_model=ChatCompletion,
     responses={**ERROR_RESPONSES, **sse.stream_response("chat.completion.chunk")},
     summary="Create a chat completion",
+    openapi_extra=request_body(ChatCompletionRequest),
 )
-async def chat_completions(body: ChatCompletionRequest, raw: Request) -> Any:
+async def chat_completions(raw: Request) -> Any:
+    body = await read_body(raw, ChatCompletionRequest)
     call = call_of(raw)
     request = convert.chat_request(body)
     generation = await call.pipeline.generate(

@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from cloudlet.api import convert, sse
+from cloudlet.api.bodies import read_body, request_body
 from cloudlet.api.errors import ERROR_RESPONSES
 from cloudlet.api.routes.chat import json_response, usage_out, where_headers
 from cloudlet.api.routes.deps import (
@@ -30,8 +31,10 @@ router = APIRouter()
     response_model=Completion,
     responses={**ERROR_RESPONSES, **sse.stream_response("text_completion")},
     summary="Create a text completion",
+    openapi_extra=request_body(CompletionRequest),
 )
-async def completions(body: CompletionRequest, raw: Request) -> Any:
+async def completions(raw: Request) -> Any:
+    body = await read_body(raw, CompletionRequest)
     call = call_of(raw)
     request = convert.completion_request(body)
     generation = await call.pipeline.generate(

@@ -8,6 +8,7 @@ from array import array
 
 from fastapi import APIRouter, Request, Response
 
+from cloudlet.api.bodies import read_body, request_body
 from cloudlet.api.errors import ERROR_RESPONSES
 from cloudlet.api.routes.chat import where_headers
 from cloudlet.api.routes.deps import call_of
@@ -23,8 +24,10 @@ router = APIRouter()
     response_model=EmbeddingResponse,
     responses=ERROR_RESPONSES,
     summary="Create embeddings",
+    openapi_extra=request_body(EmbeddingRequest),
 )
-async def embeddings(body: EmbeddingRequest, raw: Request, response: Response) -> EmbeddingResponse:
+async def embeddings(raw: Request, response: Response) -> EmbeddingResponse:
+    body = await read_body(raw, EmbeddingRequest)
     call = call_of(raw)
     texts = [body.input] if isinstance(body.input, str) else body.input
     embedding = await call.pipeline.embed(call.token, ModelId(body.model), texts, call.arrival)

@@ -24,6 +24,7 @@ from cloudlet.api.anthropic_schemas import (
     ToolUseOut,
     UsageOut,
 )
+from cloudlet.api.bodies import read_body, request_body
 from cloudlet.api.errors import ERROR_RESPONSES, anthropic_error_body
 from cloudlet.api.routes.chat import json_response, where_headers
 from cloudlet.api.routes.deps import PipelineDep, TokenDep, call_of, collect_all, new_id
@@ -44,8 +45,10 @@ def _id() -> str:
     response_model=MessageOut,
     responses={**ERROR_RESPONSES, **sse.stream_response("Anthropic message")},
     summary="Create a message (Anthropic Messages API)",
+    openapi_extra=request_body(MessagesRequest),
 )
-async def messages(body: MessagesRequest, raw: Request) -> Any:
+async def messages(raw: Request) -> Any:
+    body = await read_body(raw, MessagesRequest)
     call = call_of(raw)
     request = convert.generation_request(body)
     generation = await call.pipeline.generate(

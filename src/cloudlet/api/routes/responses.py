@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from cloudlet.api import responses_convert as convert
 from cloudlet.api import sse
+from cloudlet.api.bodies import read_body, request_body
 from cloudlet.api.errors import ERROR_RESPONSES, error_body
 from cloudlet.api.responses_schemas import (
     IncompleteDetails,
@@ -48,8 +49,10 @@ def _store(request: Request) -> ResponseStore | None:
     response_model=ResponseObject,
     responses={**ERROR_RESPONSES, **sse.stream_response("Responses API event")},
     summary="Create a model response (OpenAI Responses API)",
+    openapi_extra=request_body(ResponsesRequest),
 )
-async def create_response(body: ResponsesRequest, raw: Request) -> Any:
+async def create_response(raw: Request) -> Any:
+    body = await read_body(raw, ResponsesRequest)
     call = call_of(raw)
     pipeline, token = call.pipeline, call.token
     store = _store(raw)
