@@ -165,7 +165,6 @@ def create_app(
         # own provider): see cloudlet.observe.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    install_docs(app)
     drain = DrainState()
     app.state.gateway = gateway
     app.state.pipeline = pipeline
@@ -180,12 +179,13 @@ def create_app(
     app.state.observe = install_observability(recorder, spec, app.state.metrics, gateway)
     app.state.auth_failures = AuthFailures(app.state.metrics)
     install_error_handlers(app)
-    for module in (models, chat, completions, messages, responses, embeddings, tokenize, health):
+    for module in (chat, completions, embeddings, messages, responses, models, tokenize, health):
         app.include_router(module.router)
     if accounts:
         app.include_router(admin.router)
         install_ui(app, recorder, admin_key=admin_key)  # /ui, fed by every record
     app.include_router(metrics_router)
+    install_docs(app)
     app.add_middleware(CancelOnDisconnect, paths=GENERATION_PATHS)
     app.add_middleware(BodyLimit, max_bytes=spec.server.max_body_bytes)
     app.add_middleware(DrainGuard, state=drain)  # outermost: refuses before reading bodies
