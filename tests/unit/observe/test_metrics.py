@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from decimal import Decimal
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cloudlet.config.remote import CloudBudgetSpec
 from cloudlet.gateway.budget import CloudBudget, InMemoryBudgetStore
+from cloudlet.gateway.record import RequestRecord
 from cloudlet.observe.metrics import (
     DURATION_BUCKETS,
+    QUEUE_BUCKETS,
     TPOT_BUCKETS,
     TTFT_BUCKETS,
     BudgetGauge,
@@ -181,3 +184,109 @@ async def test_budget_gauge_leaves_out_a_route_it_cannot_read() -> None:
     await gauge.refresh()
     assert "cloudlet_cloud_budget_remaining" not in names(scrape(registry))
     assert gauge.remaining("chat") is None and gauge.remaining("slow") is None
+
+
+class _Reference:
+    """The same metrics counted by prometheus_client's own Counter and Histogram: the oracle
+    for RequestMetrics, which counts in plain numbers and makes the families at scrape time."""
+
+    def __init__(self, registry: CollectorRegistry, names: list[str]) -> None:
+        self.names = set(names)
+        mt = ["model", "target"]
+        self.requests = Counter(
+            "cloudlet_requests", "-", [*mt, "status", "error"], registry=registry
+        )
+        edges = {
+            "ttft": ("cloudlet_time_to_first_token_seconds", TTFT_BUCKETS),
+            "tpot": ("cloudlet_time_per_output_token_seconds", TPOT_BUCKETS),
+            "duration": ("cloudlet_request_duration_seconds", DURATION_BUCKETS),
+            "queue": ("cloudlet_request_queue_time_seconds", QUEUE_BUCKETS),
+        }
+        self.histograms = {
+            kind: Histogram(name, "-", mt, registry=registry, buckets=buckets)
+            for kind, (name, buckets) in edges.items()
+        }
+        self.prompt = Counter("cloudlet_prompt_tokens", "-", mt, registry=registry)
+        self.generation = Counter("cloudlet_generation_tokens", "-", mt, registry=registry)
+        self.cost = Counter(
+            "cloudlet_cost", "-", ["target", "location", "currency"], registry=registry
+        )
+        self.equivalent = Counter(
+            "cloudlet_cloud_equivalent_cost", "-", ["target", "currency"], registry=registry
+        )
+        self.spilled = Counter(
+            "cloudlet_spilled_requests", "-", ["route", "target"], registry=registry
+        )
+
+    def record(self, r: RequestRecord) -> None:
+        model = r.model if r.model in self.names else "_unknown"
+        target = r.target or ""
+        self.requests.labels(model, target, r.status, r.error or "").inc()
+        if r.status == "refused":
+            return
+        self.histograms["duration"].labels(model, target).observe(r.duration_s)
+        if r.queue_s is not None:
+            self.histograms["queue"].labels(model, target).observe(r.queue_s)
+        ttft, tpot = (
+            self.histograms["ttft"].labels(model, target),
+            self.histograms["tpot"].labels(model, target),
+        )
+        if r.status == "ok" and r.ttft_s is not None:
+            ttft.observe(r.ttft_s)
+            if r.time_per_output_token_s is not None:
+                tpot.observe(r.time_per_output_token_s)
+        self.prompt.labels(model, target).inc(r.prompt_tokens)
+        self.generation.labels(model, target).inc(r.completion_tokens)
+        if r.target is None:
+            return
+        cost = self.cost.labels(target, "cloud" if r.cloud else "local", r.cost.currency)
+        equivalent = self.equivalent.labels(target, r.cost.currency)
+        cost.inc(float(max(r.cost.amount, Decimal(0))))
+        equivalent.inc(float(max(r.cloud_equivalent.amount, Decimal(0))))
+        if r.spilled:
+            self.spilled.labels(r.route or model, target).inc()
+
+
+def _random_record(rng: random.Random) -> RequestRecord:
+    if rng.random() < 0.15:
+        return refused(model=rng.choice(["chat", "typo"]))
+    target = rng.choice(["local", "cloud", "other"])
+    status = rng.choice(["ok", "ok", "ok", "error", "cancelled"])
+    tokens = rng.choice([0, 1, 2, 7, 300])
+    edge = rng.choice([*TTFT_BUCKETS, *DURATION_BUCKETS])  # values on an edge fall in its bucket
+    return record(
+        model=rng.choice(["chat", "local", "typo"]),
+        target=target,
+        cloud=target == "cloud",
+        spilled=rng.random() < 0.3,
+        status=status,
+        error=None if status == "ok" else rng.choice(["upstream_error", "cancelled"]),
+        completion_tokens=tokens,
+        prompt_tokens=rng.randrange(0, 5000),
+        ttft_s=rng.choice([None, edge, rng.uniform(0, 3)]),
+        duration_s=rng.choice([edge, rng.uniform(0, 200)]),
+        queue_s=rng.choice([None, 0.0, edge, rng.expovariate(2.0)]),
+        cost=Money(Decimal(rng.choice(["0", "0.000002", "0.75"])), "USD"),
+        cloud_equivalent=Money(Decimal(rng.choice(["0", "0.00001", "1.5"])), "USD"),
+    )
+
+
+def test_exposition_is_prometheus_clients_own_for_the_same_records() -> None:
+    rng = random.Random(14)
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    sink, reference = RequestMetrics(ours, ["chat", "local"]), _Reference(theirs, ["chat", "local"])
+    for _ in range(2000):
+        r = _random_record(rng)
+        sink.record(r)
+        reference.record(r)
+    mine, expected = scrape(ours), scrape(theirs)
+    assert mine.keys() == expected.keys()  # every series, _created ones included
+    for key, value in expected.items():
+        if not key[0].endswith("_created"):
+            assert mine[key] == pytest.approx(value, rel=1e-12), key
+
+    def types(registry: CollectorRegistry) -> list[str]:
+        lines = generate_latest(registry).decode().splitlines()
+        return [line for line in lines if line.startswith("# TYPE")]
+
+    assert types(ours) == types(theirs)  # the same families, in the same order
