@@ -100,6 +100,28 @@ def test_a_stalled_body_gets_408(served: Served, engine: FakeChatEngine) -> None
     assert engine.requests == []
 
 
+def test_a_body_deadline_shorter_than_the_heads_is_kept(
+    engine: FakeChatEngine, tmp_path: Path
+) -> None:
+    """A connection has one timer, set for a head's 30 s; a body's 1 s deadline, armed later
+    but falling earlier, must move it (the socket gives up after 15 s). On a keep-alive
+    connection, after a first request, as on a new one."""
+    limits = LIMITS.model_copy(update={"header_timeout_s": 30.0})
+    spec = Spec(server=limits, models=[], storage=StorageSpec(ledger="off"))
+    app = create_app(spec, {"fake": engine}, admin_key=ADMIN)
+    stalled = HEAD + b"Content-Length: 100\r\n\r\n" + b'{"model": "fa'
+    with serve(app, limits) as served:
+        for first in (None, b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n"):
+            sock = connect(served)
+            if first is not None:
+                sock.sendall(first)
+                assert read_response(sock).startswith(b"HTTP/1.1 200 ")
+            sock.sendall(stalled)
+            answer = read_all(sock)
+            assert answer.startswith(b"HTTP/1.1 408 ")
+            assert "server.body_timeout_s" in body_of(answer)["error"]["message"]  # type: ignore[index]
+
+
 def test_a_keep_alive_connection_may_idle_then_send_another_request(served: Served) -> None:
     with httpx.Client(base_url=served.base_url) as http:
         assert http.get("/health").status_code == 200
