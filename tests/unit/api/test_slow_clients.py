@@ -249,3 +249,22 @@ def test_a_client_that_leaves_cancels_its_request(
         time.sleep(0.1)
     assert [r["status"] for r in rows] == ["cancelled"]
     assert engine.cancelled == 1
+
+
+def test_a_client_gone_before_the_watcher_starts_is_seen_when_it_starts(
+    served: Served, engine: FakeChatEngine
+) -> None:
+    """The disconnect watcher starts WATCH_AFTER_S after the body: a client that sends its
+    request and closes at once is gone before that, and its request is still cancelled."""
+    engine.gate = asyncio.Event()  # never opened
+    body = json.dumps({"model": "fake", "messages": [{"role": "user", "content": "hi"}]})
+    sock = connect(served)
+    sock.sendall(HEAD + b"Content-Length: %d\r\n\r\n" % len(body) + body.encode())
+    sock.close()
+    rows: list[dict[str, str]] = []
+    deadline = time.monotonic() + BOUND_S
+    while not rows and time.monotonic() < deadline:
+        rows = usage_rows(served)
+        time.sleep(0.1)
+    assert [r["status"] for r in rows] == ["cancelled"]
+    assert engine.cancelled == 1
