@@ -9,7 +9,7 @@ fixed number of sequential requests (the 1-client path: the same upstream and bo
 ``bench_gateway.py``), twice, and reports instructions per request. ``--tree`` adds other
 checkouts (a git worktree of an older revision) to compare, each counted the same way.
 
-    python benchmarks/count_gateway.py [--requests 200] [--keys] [--tree DIR]... [--annotate]
+    python benchmarks/count_gateway.py [--requests 200] [--keys] [--tracing] [--tree DIR]...
 
 Needs valgrind (Debian package ``valgrind``) and nginx. Counts only: a request under callgrind
 runs about 50 times slower, so timing it says nothing. ``--annotate`` writes
@@ -37,6 +37,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=200, help="counted requests per batch")
     parser.add_argument("--keys", action="store_true", help="API key, limits and a ledger")
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="OTLP tracing to a local receiver (the server "
+        "process is counted, not its span exporter process)",
+    )
     parser.add_argument("--tree", type=Path, action="append", default=[], help="also count DIR")
     parser.add_argument("--annotate", action="store_true", help="write callgrind_annotate's")
     args = parser.parse_args()
@@ -47,10 +53,11 @@ def main() -> None:
     counts = {}
     with tempfile.TemporaryDirectory(prefix="count-gateway-") as name:
         tmp = Path(name)
-        with upstream(tmp) as (_, sse_base, _receiver):
+        with upstream(tmp) as (_, sse_base, receiver):
             for i, tree in enumerate(trees):
-                counts[tree] = count(tree, sse_base, tmp / str(i), args)
+                counts[tree] = count(tree, sse_base, receiver, tmp / str(i), args)
     side = "with keys, limits and a ledger" if args.keys else "routing only"
+    side += ", tracing on" if args.tracing else ""
     print(f"\n{machine()}; {args.requests} sequential requests per batch, {side}")
     base = counts[ROOT]
     for tree, per in counts.items():
@@ -58,7 +65,7 @@ def main() -> None:
         print(f"{per / 1000:9.1f} k instructions/request  {tree}{ratio}")
 
 
-def count(tree: Path, sse_base: str, tmp: Path, args: argparse.Namespace) -> float:
+def count(tree: Path, sse_base: str, receiver: str, tmp: Path, args: argparse.Namespace) -> float:
     """Instructions per request of ``cloudlet serve`` from ``tree`` (the lower of two
     batches: they differ by well under 1 %)."""
     tmp.mkdir()
@@ -76,6 +83,8 @@ def count(tree: Path, sse_base: str, tmp: Path, args: argparse.Namespace) -> flo
         "XDG_DATA_HOME": str(tmp / "data"),
         "PYTHONPATH": str(tree.resolve() / "src"),
     }
+    if args.tracing:
+        env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver, "OTEL_SERVICE_NAME": "cloudlet-bench"}
     command = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
     command += [f"--callgrind-out-file={out}", sys.executable, "-m", "cloudlet", "serve"]
     command += ["--config", str(spec), "--port", str(port)]

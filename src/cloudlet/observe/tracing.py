@@ -33,7 +33,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.sdk.trace.sampling import Decision, Sampler
+from opentelemetry.sdk.trace.sampling import DEFAULT_ON, Decision, Sampler
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -192,11 +192,16 @@ class OtelTracer:
         else:
             trace_id, parent_id, state, context = _IDS.generate_trace_id(), 0, "", None
         name = f"{life.operation} {life.model}"
-        decided = self._sampler.should_sample(context, trace_id, name, SpanKind.SERVER, attributes)
-        if decided.trace_state is not None:
-            state = decided.trace_state.to_header()
-        flags = _SAMPLED if decided.decision is Decision.RECORD_AND_SAMPLE else 0
-        attributes.update(decided.attributes or {})
+        if context is None and self._sampler is DEFAULT_ON:
+            flags = _SAMPLED  # a new trace under the default sampler: what it would decide
+        else:
+            decided = self._sampler.should_sample(
+                context, trace_id, name, SpanKind.SERVER, attributes
+            )
+            if decided.trace_state is not None:
+                state = decided.trace_state.to_header()
+            flags = _SAMPLED if decided.decision is Decision.RECORD_AND_SAMPLE else 0
+            attributes.update(decided.attributes or {})
         started = _ns(life.arrival.ts.timestamp())
         life.trace = _Trace(name, trace_id, parent_id, flags, state, started, attributes)
 
