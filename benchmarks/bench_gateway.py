@@ -84,6 +84,18 @@ def sse_completion() -> str:
     return "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
 
 
+def bench_spec(sse_base: str, *, keys: bool) -> str:
+    """The spec of a single cloudlet in front of the upstream (``sse_base``): routing only, or
+    with keys, limits and a ledger (SQLite at the default place). For the profile and count
+    tools; this benchmark's own sides also pass an upstream key."""
+    return (
+        f"server: {{log_level: warning}}\nstorage: {{ledger: {'null' if keys else 'off'}}}\n"
+        "models:\n  - name: bench\n    engine: openai\n"
+        f"    url: {sse_base}\n    upstream_model: bench-model\n"
+        "    health_check: {interval_s: 0}\n"
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -30,7 +30,17 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_gateway import BODY, KEY, ROOT, free_port, machine, running, tenant_key, upstream
+from bench_gateway import (
+    BODY,
+    KEY,
+    ROOT,
+    bench_spec,
+    free_port,
+    machine,
+    running,
+    tenant_key,
+    upstream,
+)
 
 
 def main() -> None:
@@ -70,12 +80,7 @@ def count(tree: Path, sse_base: str, receiver: str, tmp: Path, args: argparse.Na
     batches: they differ by well under 1 %)."""
     tmp.mkdir()
     spec = tmp / "cloudlet.yaml"
-    spec.write_text(
-        f"server: {{log_level: warning}}\nstorage: {{ledger: {'null' if args.keys else 'off'}}}\n"
-        "models:\n  - name: bench\n    engine: openai\n"
-        f"    url: {sse_base}\n    upstream_model: bench-model\n"
-        "    health_check: {interval_s: 0}\n"
-    )
+    spec.write_text(bench_spec(sse_base, keys=args.keys))
     out = tmp / "callgrind.out"
     port = free_port()
     env = {

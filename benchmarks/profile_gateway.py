@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_gateway import KEY, free_port, machine, running, tenant_key, upstream, wrk
+from bench_gateway import KEY, bench_spec, free_port, machine, running, tenant_key, upstream, wrk
 
 #: Inclusive-time probes: (label, substring of a frame "function (file)").
 STAGES = [
@@ -61,13 +61,7 @@ def main() -> None:
         with upstream(tmp) as (_, sse_base, _receiver):
             port = free_port()
             spec = tmp / "cloudlet.yaml"
-            storage = "null" if args.keys else "off"
-            spec.write_text(
-                f"server: {{log_level: warning}}\nstorage: {{ledger: {storage}}}\n"
-                "models:\n  - name: bench\n    engine: openai\n"
-                f"    url: {sse_base}\n    upstream_model: bench-model\n"
-                "    health_check: {interval_s: 0}\n"
-            )
+            spec.write_text(bench_spec(sse_base, keys=args.keys))
             env = {"CLOUDLET_ADMIN_KEY": KEY, "XDG_DATA_HOME": str(tmp / "data")}
             if args.tree is not None:
                 env["PYTHONPATH"] = str(args.tree.resolve() / "src")

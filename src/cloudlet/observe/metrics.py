@@ -95,6 +95,9 @@ class _PerTarget:
         self.generation_tokens = _Sum()
 
 
+#: The labels of what is counted per (model, target) pair.
+_PER_TARGET = ["model", "target"]
+
 #: (name, help) of each per-(model, target) histogram, by its _PerTarget attribute.
 _HISTOGRAMS = {
     "ttft": (
@@ -203,13 +206,13 @@ class RequestMetrics(Collector):
         )
         targets = list(self._targets.items())
         for attribute, (name, documentation) in _HISTOGRAMS.items():
-            family = HistogramMetricFamily(name, documentation, labels=["model", "target"])
+            family = HistogramMetricFamily(name, documentation, labels=_PER_TARGET)
             for labels, per in targets:
                 _add_histogram(family, labels, getattr(per, attribute))
             yield family
         for attribute, (name, documentation) in _TOKENS.items():
             sums = [(labels, getattr(per, attribute)) for labels, per in targets]
-            yield _counter(name, documentation, ["model", "target"], sums)
+            yield _counter(name, documentation, _PER_TARGET, sums)
         yield _counter(
             "cloudlet_cost",
             "What requests cost: local hardware or cloud price",
@@ -253,7 +256,7 @@ def _add_histogram(
     cumulative = accumulate(histogram.counts)
     buckets = [(edge, float(count)) for edge, count in zip(edges, cumulative, strict=True)]
     family.add_metric(list(values), buckets, histogram.sum)
-    labels = dict(zip(family._labelnames, values, strict=True))
+    labels = dict(zip(_PER_TARGET, values, strict=True))
     family.add_sample(family.name + "_created", labels, histogram.created)
 
 
