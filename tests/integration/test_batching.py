@@ -28,6 +28,7 @@ from cloudlet.domain import (
 from cloudlet.engines.llamacpp_batched import BatchedLlamaCppEngine
 from cloudlet.errors import ContextLengthExceeded, EngineOverloaded, EngineUnavailable
 from tests.batched_engine import drained, started
+from tests.safe_mode import for_this_machine
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -50,7 +51,7 @@ SYSTEM = (
 
 @pytest.fixture(scope="module")
 def spec() -> ModelSpec:
-    base = load_spec(None, environ={}).models[0]
+    base = for_this_machine(load_spec(None, environ={}).models[0])
     return base.model_copy(
         update={"context": CONTEXT, "parallel": PARALLEL, "queue_size": QUEUE_SIZE}
     )

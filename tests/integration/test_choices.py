@@ -30,6 +30,7 @@ from cloudlet.domain import (
 from cloudlet.engines.llamacpp_batched import BatchedLlamaCppEngine
 from cloudlet.errors import InvalidRequest
 from tests.batched_engine import drained, started
+from tests.safe_mode import for_this_machine
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -47,7 +48,7 @@ SYSTEM = (
 
 @pytest.fixture(scope="module")
 def spec() -> ModelSpec:
-    base = load_spec(None, environ={}).models[0]
+    base = for_this_machine(load_spec(None, environ={}).models[0])
     return base.model_copy(update={"context": 1024, "parallel": PARALLEL, "queue_size": 4})
 
 

@@ -19,6 +19,7 @@ from cloudlet.domain import ChatMessage, GenerationRequest, ModelId, SamplingPar
 from cloudlet.engines.llamacpp_batched import BatchedLlamaCppEngine
 from tests.conftest import Server, start_server, stop_server
 from tests.fakes_upstream import FakeUpstream, Slow
+from tests.safe_mode import for_this_machine
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +36,7 @@ def ask(i: int, max_tokens: int = 48) -> GenerationRequest:
 
 
 async def test_a_burst_right_after_start_sees_a_wait_that_becomes_the_measured_one() -> None:
-    base = load_spec(None, environ={}).models[0]
+    base = for_this_machine(load_spec(None, environ={}).models[0])
     spec = base.model_copy(update={"context": 1024, "parallel": PARALLEL, "queue_size": 16})
     engine = BatchedLlamaCppEngine(spec)
     await engine.start()

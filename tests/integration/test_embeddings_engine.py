@@ -27,6 +27,7 @@ from cloudlet.engines.llamacpp_embed import LlamaCppEmbeddingEngine
 from cloudlet.engines.minilm_gguf import PHANTOM_SPACE, convert
 from cloudlet.engines.sources import resolve_source
 from cloudlet.errors import ContextLengthExceeded, EngineOverloaded, EngineUnavailable
+from tests.safe_mode import for_this_machine
 
 pytestmark = pytest.mark.slow
 # The async tests share the module's event loop, where the module-scoped engine lives.
@@ -47,7 +48,7 @@ def _spec(**overrides: Any) -> ModelSpec:
         "source": MINILM_SOURCE,
         "context": 512,
     }
-    return ModelSpec(**(fields | overrides))
+    return for_this_machine(ModelSpec(**(fields | overrides)))
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ anything; with ``safe_mode: off`` the model is reported failed instead.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -278,3 +279,49 @@ def test_a_worker_on_a_network_port_needs_a_token(tmp_path: Path) -> None:
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
     assert "CLOUDLET_WORKER_TOKEN" in done.stderr
+
+
+def test_a_worker_on_its_own_checks_first_and_serves_in_safe_mode(tmp_path: Path) -> None:
+    """An engine pod's `cloudlet worker` has no supervisor to restart it in safe mode: with
+    ``safe_mode: auto`` it loads the model in a child first, sees it die from the kernel fault
+    (forced here, on any CPU), says so, and serves in safe mode instead of crash-looping."""
+    path = tmp_path / "cloudlet.yaml"
+    path.write_text(f"models:\n  - name: smollm2\n    source: {SMOLLM2}\n    context: 512\n")
+    port = free_port()
+    log = tmp_path / "worker.log"
+    args = [sys.executable, "-m", "cloudlet", "worker", "-c", str(path), "--port", str(port)]
+    env = {**os.environ, "CLOUDLET_TEST_FAULT": "crash-on-first-decode"}
+    process = subprocess.Popen(args, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    server = Server(process, f"http://127.0.0.1:{port}", log)
+    try:
+        deadline = time.monotonic() + RESTART_BOUND_S
+        while True:
+            assert process.poll() is None, server.output()
+            assert time.monotonic() < deadline, server.output()
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(server.base_url + "/ready", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.2)
+        body = {"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}]}
+        reply = httpx.post(server.v1 + "/chat/completions", json={**body, "max_tokens": 4})
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["usage"]["completion_tokens"] > 0
+    finally:
+        stop_server(server)
+    said = " ".join(server.output().split())
+    assert "crash on this CPU (tried in a child process); serving in safe mode" in said
+    assert "safe mode: llama.cpp's extra CPU buffer types off" in said
+    assert "Traceback" not in said
+
+
+def test_a_worker_whose_model_cannot_load_says_why(tmp_path: Path) -> None:
+    model = tmp_path / "broken.gguf"
+    model.write_bytes(b"GGUF" + bytes(64))
+    path = tmp_path / "cloudlet.yaml"
+    path.write_text(f"models:\n  - name: broken\n    source: file://{model}\n")
+    args = [sys.executable, "-m", "cloudlet", "worker", "-c", str(path), "--port", "9"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1
+    said = " ".join(done.stderr.split())
+    assert "model 'broken': loading it exited with code 1" in said
+    assert "Traceback" not in said

@@ -1,4 +1,4 @@
-"""`cloudlet chat` and `cloudlet models`: talk to a running server, or run the model in-process."""
+"""`cloudlet chat` and `cloudlet models`: talk to a running server, or run the model here."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ UrlOption = Annotated[
     str | None,
     typer.Option(
         help="Base URL of a running server, e.g. http://127.0.0.1:8080/v1 "
-        "(default: run the model in this process)",
+        "(default: run the model here)",
         envvar="CLOUDLET_URL",
     ),
 ]
@@ -75,7 +75,9 @@ async def _chat_local(spec: Spec, request: GenerationRequest) -> None:
     from cloudlet.engines.factory import build_engine
     from cloudlet.gateway import Gateway
 
-    gateway = Gateway({m.name: build_engine(m, in_process=True) for m in spec.models}, spec)
+    # The models load in supervised worker processes, as under `cloudlet serve`: a CPU whose
+    # llama.cpp kernels crash (AMX on some Xeons) costs a restart in safe mode, not this process.
+    gateway = Gateway({m.name: build_engine(m) for m in spec.models}, spec)
     out = console()
     with out.status(f"loading {', '.join(m.name for m in spec.models)}…"):
         await gateway.start()

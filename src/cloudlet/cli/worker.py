@@ -53,7 +53,8 @@ def worker(
         typer.Option(
             "--safe-mode/--no-safe-mode",
             help="llama.cpp's extra CPU buffer types off (on) or on (off) "
-            "[default: the model's safe_mode; auto means on]",
+            "[default: the model's safe_mode; auto: on if they crash a child process that "
+            "loads the model first]",
             show_default=False,
         ),
     ] = None,
@@ -85,9 +86,7 @@ def worker(
     from cloudlet.engines.factory import build_engine
     from cloudlet.gateway.catalog import Catalog
 
-    safe = chosen.safe_mode != "off" if safe_mode is None else safe_mode
-    if safe_mode is None and chosen.safe_mode == "auto":
-        safe = False  # only a supervisor can tell a crash; run as asked
+    safe = _safe_mode(chosen) if safe_mode is None else safe_mode
     engine = build_engine(chosen, in_process=True, safe_mode=safe)
     # The gateway logs each request's access line; its worker would only repeat it.
     server_spec = spec.server.model_copy(update={"access_log": False})
@@ -127,6 +126,29 @@ def worker(
     server.run()
     if not server.started:
         raise typer.Exit(1)
+
+
+def _safe_mode(model: ModelSpec) -> bool:
+    """Safe mode for a worker run on its own (an engine pod): the spec's, and for ``auto`` what
+    a child process that loads the model with all CPU kernels shows (a supervising gateway
+    passes ``--safe-mode``/``--no-safe-mode`` and restarts a crashed worker itself)."""
+    if model.safe_mode != "auto":
+        return model.safe_mode == "on"
+    from cloudlet.engines.llamacpp_probe import kernels_crash
+    from cloudlet.errors import CloudletError
+
+    try:
+        crashes = kernels_crash(model)
+    except CloudletError as exc:
+        fail(exc.message)
+    if crashes:
+        log.warning(
+            "model %s: llama.cpp's extra CPU buffer types crash on this CPU (tried in a child "
+            "process); serving in safe mode: slower, but it works. Set safe_mode: on for this "
+            "model to skip the check.",
+            model.name,
+        )
+    return crashes
 
 
 def _pick(spec: Spec, name: str | None) -> ModelSpec:

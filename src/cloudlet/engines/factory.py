@@ -10,8 +10,9 @@ def build_engine(
     spec: ModelSpec, *, in_process: bool = False, safe_mode: bool | None = None
 ) -> Engine:
     """The engine for one model. A ``llamacpp`` model runs in a supervised worker process
-    (:mod:`cloudlet.engines.worker`) unless ``in_process`` (the worker itself, `cloudlet chat`);
-    ``safe_mode`` then overrides the spec's (llama.cpp's extra CPU buffer types off)."""
+    (:mod:`cloudlet.engines.worker`) unless ``in_process`` (only the worker itself: a kernel
+    fault would kill the process that loads the model); ``safe_mode`` then overrides the spec's
+    (llama.cpp's extra CPU buffer types off)."""
     if spec.engine == "openai":
         from cloudlet.engines.openai_remote import OpenAIEngine
 
@@ -24,15 +25,14 @@ def build_engine(
         from cloudlet.engines.worker import WorkerEngine
 
         return WorkerEngine(spec)
-    safe = spec.safe_mode == "on" if safe_mode is None else safe_mode
     if spec.kind == "embedding":
         from cloudlet.engines.llamacpp_embed import LlamaCppEmbeddingEngine
 
-        return LlamaCppEmbeddingEngine(spec, safe_mode=safe)
+        return LlamaCppEmbeddingEngine(spec, safe_mode=safe_mode)
     from cloudlet.engines.llamacpp_batched import BatchedLlamaCppEngine
 
-    return BatchedLlamaCppEngine(spec, safe_mode=safe)
+    return BatchedLlamaCppEngine(spec, safe_mode=safe_mode)
 
 
-def build_engines(spec: Spec, *, in_process: bool = False) -> dict[str, Engine]:
-    return {model.name: build_engine(model, in_process=in_process) for model in spec.models}
+def build_engines(spec: Spec) -> dict[str, Engine]:
+    return {model.name: build_engine(model) for model in spec.models}

@@ -119,9 +119,9 @@ def kv_bytes_per_token(model: Any) -> int:
 class BatchedLlamaCppEngine:
     """A :class:`~cloudlet.engines.base.ChatEngine` on llama.cpp's batched low-level API."""
 
-    def __init__(self, spec: ModelSpec, *, safe_mode: bool = False) -> None:
+    def __init__(self, spec: ModelSpec, *, safe_mode: bool | None = None) -> None:
         self._spec = spec
-        self._safe = safe_mode
+        self._safe = spec.safe_mode == "on" if safe_mode is None else safe_mode
         self._info = ModelInfo(
             id=ModelId(spec.name),
             kind="chat",

@@ -51,10 +51,10 @@ class LlamaCppEmbeddingEngine:
     """An :class:`~cloudlet.engines.base.EmbeddingEngine` on llama-cpp-python's ``Llama``."""
 
     def __init__(
-        self, spec: ModelSpec, *, cache_dir: Path | None = None, safe_mode: bool = False
+        self, spec: ModelSpec, *, cache_dir: Path | None = None, safe_mode: bool | None = None
     ) -> None:
         self._spec = spec
-        self._safe = safe_mode
+        self._safe = spec.safe_mode == "on" if safe_mode is None else safe_mode
         self._cache_dir = cache_dir
         self._created = int(time.time())
         self._context = spec.context

@@ -40,7 +40,7 @@ from cloudlet.errors import EngineUnavailable
 log = logging.getLogger("cloudlet.worker")
 TOKEN_ENV = "CLOUDLET_WORKER_TOKEN"  # noqa: S105 - the variable's name, not a secret
 LOG_SEPARATOR = "\t"
-_KERNEL_FAULTS = frozenset(
+KERNEL_FAULTS = frozenset(
     {signal.SIGSEGV, signal.SIGILL, signal.SIGBUS, signal.SIGFPE, signal.SIGABRT}
 )
 _LEVELS = {name: getattr(logging, name) for name in ("DEBUG", "INFO", "WARNING", "ERROR")}
@@ -174,7 +174,7 @@ class WorkerProcess:
                 return
             code = process.returncode
             assert code is not None
-            fault = code < 0 and -code in _KERNEL_FAULTS
+            fault = code < 0 and -code in KERNEL_FAULTS
             if fault and not self.safe_mode and self.spec.safe_mode == "auto":
                 self.safe_mode = True
                 log.warning(

@@ -67,7 +67,7 @@ def test_models_of_a_server_with_an_api_key(upstream: FakeUpstream) -> None:
     assert upstream.calls("/models")[-1].headers["authorization"] == "Bearer sk-test-123"
 
 
-def test_chat_in_process_with_a_route(tmp_path: Path, upstream: FakeUpstream) -> None:
+def test_chat_without_a_server_with_a_route(tmp_path: Path, upstream: FakeUpstream) -> None:
     spec = tmp_path / "cloudlet.yaml"
     spec.write_text(
         f"models:\n  - name: remote\n    engine: openai\n    url: {upstream.url}\n"
