@@ -84,14 +84,15 @@ def sse_completion() -> str:
     return "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
 
 
-def bench_spec(sse_base: str, *, keys: bool) -> str:
+def bench_spec(sse_base: str, *, keys: bool, upstream_key: bool = False) -> str:
     """The spec of a single cloudlet in front of the upstream (``sse_base``): routing only, or
-    with keys, limits and a ledger (SQLite at the default place). For the profile and count
-    tools; this benchmark's own sides also pass an upstream key."""
+    with keys, limits and a ledger (SQLite at the default place); ``upstream_key`` sends the
+    upstream a key from ``$BENCH_KEY``, as this benchmark's sides do."""
+    key = "    api_key: ${BENCH_KEY}\n" if upstream_key else ""
     return (
         f"server: {{log_level: warning}}\nstorage: {{ledger: {'null' if keys else 'off'}}}\n"
         "models:\n  - name: bench\n    engine: openai\n"
-        f"    url: {sse_base}\n    upstream_model: bench-model\n"
+        f"    url: {sse_base}\n    upstream_model: bench-model\n{key}"
         "    health_check: {interval_s: 0}\n"
     )
 
@@ -360,11 +361,6 @@ def main() -> None:
         json_base, sse_base, receiver = stack.enter_context(upstream(tmp))
         sides = {"direct": json_base + "/chat/completions"}
 
-        models = (
-            "models:\n  - name: bench\n    engine: openai\n"
-            f"    url: {sse_base}\n    upstream_model: bench-model\n    api_key: ${{BENCH_KEY}}\n"
-            "    health_check: {interval_s: 0}\n"
-        )
         env = {"BENCH_KEY": "sk-upstream", "COLUMNS": "200", "XDG_DATA_HOME": str(tmp / "data")}
         # "cloudlet": routing only (storage.ledger: off); "cloudlet+keys": the same with an API
         # key checked, its limits reserved and settled, and a ledger row (SQLite) per request;
@@ -385,21 +381,19 @@ def main() -> None:
             )
             trees[f"@{args.baseline_rev}"] = base
         configs = [
-            (side + suffix, storage, extra, tree)
-            for side, storage, extra in (
-                ("cloudlet", "off", {}),
-                ("cloudlet+keys", "null", {}),
-                ("cloudlet+tracing", "off", tracing),
+            (side + suffix, with_keys, extra, tree)
+            for side, with_keys, extra in (
+                ("cloudlet", False, {}),
+                ("cloudlet+keys", True, {}),
+                ("cloudlet+tracing", False, tracing),
             )
             for suffix, tree in trees.items()
             if tree is None or not extra  # the baseline: routing and keys, not tracing
         ]
-        for side, storage, extra, tree in configs:
+        for side, with_keys, extra, tree in configs:
             port = free_port()
             spec = tmp / f"{side}.yaml"
-            spec.write_text(
-                f"server: {{log_level: warning}}\nstorage: {{ledger: {storage}}}\n{models}"
-            )
+            spec.write_text(bench_spec(sse_base, keys=with_keys, upstream_key=True))
             command = [sys.executable, "-m", "cloudlet", "serve", "--config", str(spec)]
             command += ["--port", str(port)]
             pids[side] = stack.enter_context(

@@ -19,7 +19,7 @@ import subprocess
 import sys
 
 from cloudlet.config import ModelSpec
-from cloudlet.engines.worker_process import KERNEL_FAULTS, describe_exit
+from cloudlet.engines.worker_process import describe_exit, killed_by_kernel_fault
 from cloudlet.errors import EngineUnavailable
 
 PROBE_CONTEXT = 512  # enough for the warm-up decode; the KV cache stays small
@@ -38,7 +38,7 @@ def kernels_crash(spec: ModelSpec, timeout_s: float = 900.0) -> bool:
         timeout=timeout_s,
         check=False,
     )
-    if child.returncode < 0 and -child.returncode in KERNEL_FAULTS:
+    if killed_by_kernel_fault(child.returncode):
         return True
     if child.returncode != 0:
         lines = child.stderr.strip().splitlines()

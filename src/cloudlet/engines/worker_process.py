@@ -40,7 +40,7 @@ from cloudlet.errors import EngineUnavailable
 log = logging.getLogger("cloudlet.worker")
 TOKEN_ENV = "CLOUDLET_WORKER_TOKEN"  # noqa: S105 - the variable's name, not a secret
 LOG_SEPARATOR = "\t"
-KERNEL_FAULTS = frozenset(
+_KERNEL_FAULTS = frozenset(
     {signal.SIGSEGV, signal.SIGILL, signal.SIGBUS, signal.SIGFPE, signal.SIGABRT}
 )
 _LEVELS = {name: getattr(logging, name) for name in ("DEBUG", "INFO", "WARNING", "ERROR")}
@@ -59,6 +59,11 @@ class Backoff:
 
     def delay(self, failures: int) -> float:
         return float(min(self.max_s, self.first_s * 2 ** max(0, failures - 1)))
+
+
+def killed_by_kernel_fault(returncode: int) -> bool:
+    """Whether a process ended from a signal a crashing CPU kernel raises (SIGSEGV and kin)."""
+    return returncode < 0 and -returncode in _KERNEL_FAULTS
 
 
 def describe_exit(returncode: int) -> str:
@@ -174,7 +179,7 @@ class WorkerProcess:
                 return
             code = process.returncode
             assert code is not None
-            fault = code < 0 and -code in KERNEL_FAULTS
+            fault = killed_by_kernel_fault(code)
             if fault and not self.safe_mode and self.spec.safe_mode == "auto":
                 self.safe_mode = True
                 log.warning(
